@@ -1,0 +1,247 @@
+//! Configuration as code: `nango.yaml` and the provider catalog, parsed, validated and compiled
+//! into one immutable [`Config`] snapshot. [`ConfigHandle`] holds the current snapshot and
+//! swaps in a new one on reload; a snapshot that fails validation never replaces a good one.
+
+mod model;
+mod reference;
+mod reload;
+pub mod yaml;
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+
+use chrono::{DateTime, Utc};
+use indexmap::IndexMap;
+use serde_json::Value;
+
+pub use model::split_scopes;
+pub use reload::{ConfigHandle, ReloadStatus};
+
+use crate::catalog::{self, Catalog};
+use crate::integration::{AppCredentials, Integration, Origin};
+use crate::problem::{escape_pointer, Problem, Problems};
+use crate::schema::Schema;
+use crate::secret::Secret;
+use model::{IntegrationYaml, NangoYaml};
+
+static CONFIG_SCHEMA: LazyLock<Schema> = LazyLock::new(|| Schema::compile(include_str!("nango.schema.json")));
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub config_path: PathBuf,
+    /// Whether the path was given explicitly; a missing default `nango.yaml` means an empty
+    /// configuration, a missing explicit one is an error.
+    pub config_required: bool,
+    /// The catalog directory; `None` means `providers/` beside the config file when it exists,
+    /// else the catalog built into the binary.
+    pub catalog_dir: Option<PathBuf>,
+}
+
+/// One immutable, validated view of the configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub version: u64,
+    pub loaded_at: DateTime<Utc>,
+    pub path: PathBuf,
+    pub catalog: Catalog,
+    /// Integrations declared in the config file.
+    pub integrations: IndexMap<String, Arc<Integration>>,
+    /// Models declared in the config file, as written.
+    pub models: IndexMap<String, Value>,
+    /// Every file this snapshot was read from, to watch for changes.
+    pub files: Vec<PathBuf>,
+    /// A hash of the text of every file read; equal fingerprints mean an unchanged configuration.
+    pub fingerprint: u64,
+}
+
+impl Config {
+    /// An empty configuration with an empty catalog, for tests of other parts.
+    pub fn empty() -> Config {
+        Config {
+            version: 0,
+            loaded_at: Utc::now(),
+            path: PathBuf::new(),
+            catalog: Catalog::default(),
+            integrations: IndexMap::new(),
+            models: IndexMap::new(),
+            files: Vec::new(),
+            fingerprint: 0,
+        }
+    }
+}
+
+/// Reads and validates everything; every problem found is returned, not just the first.
+pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
+    let path = &options.config_path;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut problems = Problems::default();
+
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !options.config_required => None,
+        Err(e) => {
+            problems.push(
+                Problem::new(path, "", format!("cannot read the config file: {e}"))
+                    .hint("pass --config with the path of your nango.yaml"),
+            );
+            return Err(problems);
+        }
+    };
+    let document = match text.as_deref().map(yaml::parse) {
+        None => NangoYaml::default(),
+        Some(Err(e)) => {
+            problems.push(e.in_file(path));
+            return Err(problems);
+        }
+        Some(Ok(Value::Null)) => NangoYaml::default(),
+        Some(Ok(value)) => {
+            problems.0.extend(CONFIG_SCHEMA.check(&value, path, ""));
+            if !problems.is_empty() {
+                problems.locate(path, text.as_deref().unwrap_or_default());
+                return Err(problems);
+            }
+            match serde_json::from_value::<NangoYaml>(value) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    problems.push(Problem::new(path, "", e.to_string()));
+                    return Err(problems);
+                }
+            }
+        }
+    };
+
+    let mut sources = vec![match &options.catalog_dir {
+        Some(dir) => catalog::Source::Directory(dir.clone()),
+        None if base_dir.join("providers").is_dir() => catalog::Source::Directory(base_dir.join("providers")),
+        None => catalog::Source::BuiltIn,
+    }];
+    sources.extend(document.catalogs.iter().map(|c| catalog::Source::File(base_dir.join(c))));
+    let loaded = catalog::load(&sources);
+    problems.extend(loaded.problems);
+
+    let mut integrations = IndexMap::new();
+    for (key, entry) in document.integrations {
+        let Some(entry) = entry.filter(IntegrationYaml::declares_integration) else { continue };
+        match integration(&key, entry, &loaded.catalog, path, &base_dir) {
+            Ok(integration) => {
+                integrations.insert(key, Arc::new(integration));
+            }
+            Err(found) => problems.0.extend(found),
+        }
+    }
+
+    if let Some(text) = &text {
+        problems.locate(path, text);
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut files = loaded.files;
+    files.push(path.clone());
+    let mut hasher = std::hash::DefaultHasher::new();
+    (loaded.fingerprint, &text).hash(&mut hasher);
+    Ok(Config {
+        version,
+        loaded_at: Utc::now(),
+        path: path.clone(),
+        catalog: loaded.catalog,
+        integrations,
+        models: document.models.into_iter().map(|(k, v)| (k, v.map(Value::Object).unwrap_or(Value::Null))).collect(),
+        files,
+        fingerprint: hasher.finish(),
+    })
+}
+
+/// Compiles one declared integration, resolving its references.
+fn integration(
+    key: &str,
+    entry: IntegrationYaml,
+    catalog: &Catalog,
+    file: &Path,
+    base_dir: &Path,
+) -> Result<Integration, Vec<Problem>> {
+    let base = format!("/integrations/{}", escape_pointer(key));
+    let mut problems = Vec::new();
+    let provider_name = entry.provider.clone().unwrap_or_else(|| key.to_string());
+    let provider = catalog.get(&provider_name);
+    if provider.is_none() {
+        let hint = match &entry.provider {
+            Some(_) => "use a provider name from the catalog (`latchkey providers list`)".to_string(),
+            None => format!("add `provider:`; `{key}` is not itself a provider name"),
+        };
+        problems.push(
+            Problem::new(file, format!("{base}/provider"), format!("unknown provider `{provider_name}`")).hint(hint),
+        );
+    }
+
+    let mut field = |name: &str, value: Option<String>, secret: bool| -> Option<String> {
+        let value = value?;
+        let env = reference::env_name(key, name);
+        match reference::resolve(&value, base_dir, secret, &env) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                problems.push(Problem::new(file, format!("{base}/{name}"), e.message).hint(e.hint));
+                None
+            }
+        }
+    };
+    let credentials = AppCredentials {
+        client_id: field("client_id", entry.client_id, false),
+        client_secret: field("client_secret", entry.client_secret, true).map(Secret::new),
+        scopes: entry.scopes.map(model::Scopes::into_list).unwrap_or_default(),
+        webhook_secret: field("webhook_secret", entry.webhook_secret, true).map(Secret::new),
+        app_id: field("app_id", entry.app_id, false),
+        app_link: field("app_link", entry.app_link, false),
+        private_key: field("private_key", entry.private_key, true).map(Secret::new),
+    };
+    let mut integration_config = serde_json::Map::new();
+    for (name, value) in entry.integration_config {
+        if let Some(v) = field(&format!("integration_config/{}", escape_pointer(&name)), Some(value), false) {
+            integration_config.insert(name, Value::String(v));
+        }
+    }
+    if let Some(provider) = provider {
+        let declared = provider.entry.get("integration_config").and_then(Value::as_object);
+        for name in integration_config.keys() {
+            if !declared.is_some_and(|d| d.contains_key(name)) {
+                let allowed: Vec<String> = declared.map(|d| d.keys().cloned().collect()).unwrap_or_default();
+                let hint = if allowed.is_empty() {
+                    format!("provider `{provider_name}` takes no integration_config")
+                } else {
+                    format!("provider `{provider_name}` takes: {}", allowed.join(", "))
+                };
+                problems.push(
+                    Problem::new(
+                        file,
+                        format!("{base}/integration_config/{}", escape_pointer(name)),
+                        format!("unknown integration_config key `{name}`"),
+                    )
+                    .hint(hint),
+                );
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let now = Utc::now();
+    Ok(Integration {
+        unique_key: key.to_string(),
+        provider: provider_name,
+        display_name: entry.display_name,
+        credentials,
+        integration_config,
+        custom: serde_json::Map::new(),
+        forward_webhooks: entry.forward_webhooks.unwrap_or(true),
+        allow_base_url_override: entry.allow_base_url_override,
+        refresh_margin_seconds: entry.refresh_margin_seconds,
+        origin: Origin::File(file.to_path_buf()),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+#[cfg(test)]
+mod tests;

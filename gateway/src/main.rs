@@ -1,0 +1,284 @@
+//! `latchkey`: the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use latchkey::catalog::describe;
+use latchkey::config::{ConfigHandle, LoadOptions};
+use latchkey::secret::Secret;
+use latchkey::server::{serve, ServeOptions};
+use latchkey::store::{Db, KeyRing};
+
+/// Latchkey: a self-hosted product-integrations gateway that speaks Nango's API.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the gateway: the API, the Connect UI and the proxy on one listener.
+    Serve(ServeArgs),
+    /// Validate the configuration and the whole catalog; print every problem.
+    Check(ConfigArgs),
+    /// Apply the database migrations and exit (`serve` applies them too).
+    Migrate(DatabaseArgs),
+    /// Print a new random encryption key for LATCHKEY_ENCRYPTION_KEY.
+    GenerateKey,
+    /// Browse the provider catalog.
+    Providers(ProvidersArgs),
+}
+
+#[derive(Args)]
+struct ProvidersArgs {
+    #[command(subcommand)]
+    command: ProvidersCommand,
+}
+
+#[derive(Subcommand)]
+enum ProvidersCommand {
+    /// List the providers, optionally of one category or auth mode.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        category: Option<String>,
+        /// OAUTH2, API_KEY, BASIC, …
+        #[arg(long)]
+        auth_mode: Option<String>,
+        /// Print the resolved entries as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show everything about one provider.
+    Show {
+        #[command(flatten)]
+        config: ConfigArgs,
+        name: String,
+        /// Print the resolved entry as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// The configuration file.
+    #[arg(long, env = "LATCHKEY_CONFIG", default_value = "nango.yaml")]
+    config: PathBuf,
+    /// The provider catalog directory [default: `providers/` beside the config file when it
+    /// exists, else the catalog built into the binary].
+    #[arg(long, env = "LATCHKEY_CATALOG_DIR")]
+    catalog_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            config_path: self.config.clone(),
+            config_required: std::env::var_os("LATCHKEY_CONFIG").is_some()
+                || std::env::args().any(|a| a == "--config" || a.starts_with("--config=")),
+            catalog_dir: self.catalog_dir.clone(),
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct DatabaseArgs {
+    /// Where Latchkey keeps its own files (the SQLite database, a generated encryption key).
+    #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = ".latchkey")]
+    data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…` [default: sqlite://<data-dir>/latchkey.db].
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    fn url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("latchkey.db").display()))
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The address to listen on.
+    #[arg(long, env = "LATCHKEY_LISTEN", default_value = "0.0.0.0:3003")]
+    listen: SocketAddr,
+    /// The API secret key callers send as `Authorization: Bearer <key>` [default: generated on
+    /// first start, stored encrypted in the database, printed once].
+    #[arg(long, env = "LATCHKEY_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
+    /// 32 bytes, base64: the key that encrypts credentials at rest [default with SQLite: a key
+    /// generated into <data-dir>/encryption.key; required with PostgreSQL].
+    #[arg(long, env = "LATCHKEY_ENCRYPTION_KEY", hide_env_values = true)]
+    encryption_key: Option<String>,
+    /// Older encryption keys, comma-separated, still accepted for reading after a rotation.
+    #[arg(long, env = "LATCHKEY_PREVIOUS_ENCRYPTION_KEYS", hide_env_values = true, value_delimiter = ',')]
+    previous_encryption_keys: Vec<String>,
+    /// The public URL of this gateway, used in callback URLs and links.
+    #[arg(long, env = "LATCHKEY_SERVER_URL", default_value = "http://localhost:3003")]
+    server_url: String,
+    /// Worker threads of the edge [default: the number of CPUs].
+    #[arg(long, env = "LATCHKEY_THREADS")]
+    threads: Option<usize>,
+    /// Seconds to let in-flight requests finish on SIGTERM.
+    #[arg(long, env = "LATCHKEY_SHUTDOWN_GRACE", default_value_t = 10)]
+    shutdown_grace: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve(args) => run_serve(args),
+        Command::Check(args) => run_check(&args),
+        Command::Migrate(args) => run_migrate(&args),
+        Command::GenerateKey => {
+            println!("{}", KeyRing::generate_key());
+            ExitCode::SUCCESS
+        }
+        Command::Providers(args) => run_providers(args),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("LATCHKEY_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run_serve(args: ServeArgs) -> ExitCode {
+    let options = ServeOptions {
+        load: args.config.load_options(),
+        listen: args.listen,
+        database_url: args.database.url(),
+        data_dir: args.database.data_dir.clone(),
+        secret_key: args.secret_key.filter(|k| !k.is_empty()).map(Secret::new),
+        encryption_key: args.encryption_key.filter(|k| !k.is_empty()).map(Secret::new),
+        previous_encryption_keys: args
+            .previous_encryption_keys
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .map(Secret::new)
+            .collect(),
+        server_url: args.server_url,
+        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        shutdown_grace_seconds: args.shutdown_grace,
+    };
+    match serve(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("latchkey: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_check(args: &ConfigArgs) -> ExitCode {
+    match ConfigHandle::load(args.load_options()) {
+        Ok(handle) => {
+            let config = handle.current();
+            println!(
+                "{}: ok ({} providers in the catalog, {} integrations declared, {} models)",
+                config.path.display(),
+                config.catalog.len(),
+                config.integrations.len(),
+                config.models.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            println!("{problems}");
+            println!("\n{} problem(s) found", problems.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_providers(args: ProvidersArgs) -> ExitCode {
+    let config_args = match &args.command {
+        ProvidersCommand::List { config, .. } | ProvidersCommand::Show { config, .. } => config,
+    };
+    let handle = match ConfigHandle::load(config_args.load_options()) {
+        Ok(handle) => handle,
+        Err(problems) => {
+            println!("{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = handle.current();
+    let entry = |p: &latchkey::catalog::Provider| {
+        let mut value = serde_json::json!({ "name": p.name });
+        if let (Some(out), Some(fields)) = (value.as_object_mut(), p.entry.as_object()) {
+            out.extend(fields.clone());
+        }
+        value
+    };
+    match args.command {
+        ProvidersCommand::List { category, auth_mode, json, .. } => {
+            let filter = describe::Filter { category, auth_mode };
+            let providers = describe::matching(&config.catalog, &filter);
+            if json {
+                let entries: Vec<serde_json::Value> = providers.iter().map(|p| entry(p)).collect();
+                println!("{}", serde_json::Value::Array(entries));
+            } else {
+                println!("{}", describe::table(&providers));
+            }
+            ExitCode::SUCCESS
+        }
+        ProvidersCommand::Show { name, json, .. } => match config.catalog.get(&name) {
+            Some(p) if json => {
+                println!("{}", entry(p));
+                ExitCode::SUCCESS
+            }
+            Some(p) => {
+                println!("{}", describe::card(p));
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("latchkey: there is no provider `{name}`; `latchkey providers list` shows them all");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run_migrate(args: &DatabaseArgs) -> ExitCode {
+    let url = args.url();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("latchkey: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let db = Db::connect(&url).await?;
+        db.migrate().await
+    });
+    match result {
+        Ok(()) => {
+            println!("migrations applied to {}", latchkey::store::redact_url(&url));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("latchkey: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
