@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod config;
 pub mod connection;
 pub mod integration;
+pub mod logs;
 pub mod problem;
 pub mod proxy;
 pub mod schema;
