@@ -15,6 +15,7 @@
 mod inject;
 pub mod plan;
 mod resolve;
+pub mod retry;
 mod target;
 
 use std::path::PathBuf;
@@ -67,7 +68,20 @@ pub struct Exchange {
     upstream_status: Option<u16>,
     /// Why the request failed, in the gateway's words.
     failure: Option<String>,
-    retries: u32,
+    /// The caller's `Retries` and `Retry-On`.
+    policy: retry::Policy,
+    /// Requests sent upstream so far.
+    attempts: u32,
+    /// Retries spent from `policy.retries`.
+    retried: u32,
+    /// How long to wait before the next attempt.
+    wait: Option<Duration>,
+    /// The upstream's response was judged retryable (rather than the request failing).
+    status_retry: bool,
+    /// A 401 already led to reading the credentials again.
+    renewed: bool,
+    /// The next attempt plans the request again, with the connection's new credentials.
+    replan: bool,
 }
 
 const PROXY_PREFIX: &str = "/proxy";
@@ -83,7 +97,13 @@ impl ProxyHttp for Edge {
             answered: None,
             upstream_status: None,
             failure: None,
-            retries: 0,
+            policy: retry::Policy::default(),
+            attempts: 0,
+            retried: 0,
+            wait: None,
+            status_retry: false,
+            renewed: false,
+            replan: false,
         }
     }
 
@@ -97,7 +117,14 @@ impl ProxyHttp for Edge {
         if session.req_header().method == Method::OPTIONS {
             return self.answer_preflight(session, ctx).await;
         }
-        match self.plan(session.req_header()).await {
+        let planned = match retry::Policy::from_headers(&session.req_header().headers) {
+            Ok(policy) => {
+                ctx.policy = policy;
+                self.plan(session.req_header()).await
+            }
+            Err(refusal) => Err(refusal),
+        };
+        match planned {
             Ok(plan) => {
                 ctx.route = Route::Proxy(Box::new(plan));
                 Ok(false)
@@ -115,7 +142,19 @@ impl ProxyHttp for Edge {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Exchange) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Exchange) -> Result<Box<HttpPeer>> {
+        if matches!(ctx.route, Route::Proxy(_)) {
+            ctx.attempts += 1;
+            if let Some(wait) = ctx.wait.take() {
+                tokio::time::sleep(wait).await;
+            }
+            if std::mem::take(&mut ctx.replan) {
+                let plan = self.plan(session.req_header()).await.map_err(|refusal| {
+                    Error::explain(ErrorType::InternalError, format!("cannot plan the retry: {}", refusal.message))
+                })?;
+                ctx.route = Route::Proxy(Box::new(plan));
+            }
+        }
         match &ctx.route {
             Route::Proxy(plan) => {
                 let t = &plan.target;
@@ -177,12 +216,77 @@ impl ProxyHttp for Edge {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut Exchange,
     ) -> Result<()> {
-        ctx.upstream_status = Some(upstream.status.as_u16());
-        Ok(())
+        let Route::Proxy(plan) = &ctx.route else { return Ok(()) };
+        let status = upstream.status.as_u16();
+        ctx.upstream_status = Some(status);
+        if !replayable(session) {
+            return Ok(());
+        }
+        if status == 401 && !ctx.renewed {
+            ctx.renewed = true;
+            if self.renew_after_unauthorized(plan).await {
+                ctx.replan = true;
+                return Err(status_retry(ctx, status));
+            }
+        }
+        if ctx.retried >= ctx.policy.retries {
+            return Ok(());
+        }
+        let rules = plan.provider.proxy.as_ref().and_then(|p| p.retry.as_ref());
+        if !retry::status_retryable(status, &upstream.headers, rules, &ctx.policy) {
+            return Ok(());
+        }
+        let wait = retry::asked_wait(&upstream.headers, rules, chrono::Utc::now())
+            .unwrap_or_else(|| retry::backoff(ctx.retried + 1));
+        if ctx.started.elapsed() + wait > retry::BUDGET {
+            return Ok(());
+        }
+        ctx.retried += 1;
+        ctx.wait = Some(wait);
+        Err(status_retry(ctx, status))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Exchange,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if matches!(ctx.route, Route::Proxy(_)) {
+            // Nothing reached the upstream, so any method may be sent again, if the caller asked.
+            e.set_retry(schedule_backoff(ctx));
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Exchange,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.status_retry) {
+            return e;
+        }
+        let from_upstream = e.esource() == &pingora::ErrorSource::Upstream;
+        let replay = matches!(ctx.route, Route::Proxy(_)) && from_upstream && replayable(session);
+        if replay && schedule_backoff(ctx) {
+            e.set_retry(true);
+        } else if session.req_header().method.is_idempotent() && from_upstream && replayable(session) {
+            // A pooled connection the upstream had closed: the request never reached it.
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Exchange) {
@@ -280,6 +384,22 @@ impl Edge {
         plan::plan(&self.app, &key, &connection_id, &outbound).await
     }
 
+    /// The one place a 401 from the upstream asks for new credentials: the connection is read
+    /// again from the database (another node, or a refresh, may have replaced the token). The
+    /// request is sent once more only when the credentials changed.
+    async fn renew_after_unauthorized(&self, plan: &Plan) -> bool {
+        let (key, id) = (&plan.integration.unique_key, &plan.connection.connection_id);
+        self.app.store.connections.forget(key, id);
+        match self.app.store.connections.get(key, id).await {
+            Ok(Some(fresh)) => fresh.credentials != plan.connection.credentials,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(integration = %key, connection = %id, "cannot read the connection after a 401: {e}");
+                false
+            }
+        }
+    }
+
     fn authenticate(&self, request: &RequestHeader) -> Result<(), PlanError> {
         let token = request
             .headers
@@ -315,6 +435,35 @@ impl Edge {
     }
 }
 
+/// Whether the request could be sent again as it was: nothing answered yet, and its body (if
+/// any) still held whole in Pingora's 64 KiB retry buffer.
+fn replayable(session: &Session) -> bool {
+    session.response_written().is_none() && !session.as_ref().retry_buffer_truncated()
+}
+
+/// The error that makes Pingora send the request again after a retryable response.
+fn status_retry(ctx: &mut Exchange, status: u16) -> Box<Error> {
+    ctx.status_retry = true;
+    let mut e = Error::explain(ErrorType::HTTPStatus(status), "the upstream's answer is retried");
+    e.set_retry(true);
+    e
+}
+
+/// Spends one of the caller's retries on a failure, with back-off, when one is left and the wait
+/// fits the budget.
+fn schedule_backoff(ctx: &mut Exchange) -> bool {
+    if ctx.retried >= ctx.policy.retries {
+        return false;
+    }
+    let wait = retry::backoff(ctx.retried + 1);
+    if ctx.started.elapsed() + wait > retry::BUDGET {
+        return false;
+    }
+    ctx.retried += 1;
+    ctx.wait = Some(wait);
+    true
+}
+
 /// The log entry of one `/proxy` request. The path is the caller's endpoint without its query
 /// (never the upstream URL, where a provider may have put a key), with any of the connection's
 /// secrets that the caller wrote into it redacted.
@@ -334,7 +483,7 @@ fn log_entry(session: &Session, error: Option<&Error>, ctx: &Exchange) -> logs::
     entry.path = Some(endpoint.to_string());
     entry.status = status;
     entry.latency_ms = Some(u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX));
-    entry.retries = ctx.retries;
+    entry.retries = ctx.attempts.saturating_sub(1);
     entry.request_bytes = Some(session.body_bytes_read() as u64);
     entry.response_bytes = Some(session.body_bytes_sent() as u64);
     entry.error = match (ctx.answered, &ctx.failure, error) {
