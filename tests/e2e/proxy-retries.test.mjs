@@ -33,8 +33,8 @@ describe('proxy retries', () => {
     /** Per path: the statuses (and headers) to answer with, in order; then 200. */
     const scripts = new Map();
 
-    const call = (path, { headers = {}, key = 'acme', ...init } = {}) =>
-        gateway.fetch(`/proxy${path}`, { ...init, headers: { 'provider-config-key': key, 'connection-id': 'alice', ...headers } });
+    const call = (path, { headers = {}, key = 'acme', connection = 'alice', ...init } = {}) =>
+        gateway.fetch(`/proxy${path}`, { ...init, headers: { 'provider-config-key': key, 'connection-id': connection, ...headers } });
     const seen = (path) => upstream.requests.filter((r) => r.url.split('?')[0].endsWith(path));
 
     before(async () => {
@@ -58,11 +58,11 @@ describe('proxy retries', () => {
             config: 'catalogs: [test-catalog.yaml]\nintegrations:\n  acme:\n    provider: acme-apikey\n  hinted:\n    provider: acme-hinted\n',
             files: { 'test-catalog.yaml': loopbackCatalog(upstream.url) + hintedProvider(upstream.url) }
         });
-        for (const key of ['acme', 'hinted']) {
+        for (const [key, id] of [['acme', 'alice'], ['acme', 'bob'], ['hinted', 'alice']]) {
             const r = await gateway.fetch('/connections', {
                 method: 'POST',
                 headers: { 'content-type': 'application/json' },
-                body: JSON.stringify({ provider_config_key: key, connection_id: 'alice', credentials: { type: 'API_KEY', apiKey: 'k-123456' } })
+                body: JSON.stringify({ provider_config_key: key, connection_id: id, credentials: { type: 'API_KEY', apiKey: 'k-123456' } })
             });
             assert.ok(r.ok, await r.text());
         }
@@ -128,7 +128,8 @@ describe('proxy retries', () => {
     it('does not start a retry that would end past the time budget', async () => {
         scripts.set('/later', [{ status: 429, headers: { 'retry-after': '3600' } }]);
         const started = Date.now();
-        const r = await call('/later', { headers: { retries: '5' } });
+        // Bob's connection: the 429 pauses it for an hour (see proxy-limits).
+        const r = await call('/later', { connection: 'bob', headers: { retries: '5' } });
         assert.equal(r.status, 429);
         assert.equal(r.headers.get('retry-after'), '3600');
         assert.equal(seen('/later').length, 1);

@@ -56,6 +56,8 @@ pub struct Config {
     pub models: IndexMap<String, Value>,
     /// How long the log store keeps entries (`logs.retention`).
     pub log_retention: Duration,
+    /// Per provider name, the proxy's rate limits that replace the catalog's (`rate_limits`).
+    pub rate_limits: IndexMap<String, crate::catalog::RateLimit>,
     /// Every file this snapshot was read from, to watch for changes.
     pub files: Vec<PathBuf>,
     /// A hash of the text of every file read; equal fingerprints mean an unchanged configuration.
@@ -73,6 +75,7 @@ impl Config {
             integrations: IndexMap::new(),
             models: IndexMap::new(),
             log_retention: DEFAULT_LOG_RETENTION,
+            rate_limits: IndexMap::new(),
             files: Vec::new(),
             fingerprint: 0,
         }
@@ -139,6 +142,19 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         }),
     };
 
+    for name in document.rate_limits.keys() {
+        if loaded.catalog.get(name).is_none() {
+            problems.push(
+                Problem::new(
+                    path,
+                    format!("/rate_limits/{}", escape_pointer(name)),
+                    format!("unknown provider `{name}`"),
+                )
+                .hint("rate_limits is keyed by provider name, as the catalog spells it"),
+            );
+        }
+    }
+
     let mut integrations = IndexMap::new();
     for (key, entry) in document.integrations {
         let Some(entry) = entry.filter(IntegrationYaml::declares_integration) else { continue };
@@ -167,6 +183,7 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         catalog: loaded.catalog,
         integrations,
         log_retention,
+        rate_limits: document.rate_limits,
         models: document.models.into_iter().map(|(k, v)| (k, v.map(Value::Object).unwrap_or(Value::Null))).collect(),
         files,
         fingerprint: hasher.finish(),

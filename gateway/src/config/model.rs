@@ -14,6 +14,9 @@ pub struct NangoYaml {
     pub models: IndexMap<String, Option<Map<String, Value>>>,
     #[serde(default)]
     pub logs: Option<LogsYaml>,
+    /// Per provider name, limits that replace the catalog's `rate_limit`.
+    #[serde(default)]
+    pub rate_limits: IndexMap<String, crate::catalog::RateLimit>,
 }
 
 /// Latchkey's `logs:` section.

@@ -13,6 +13,7 @@
 //! 4. Pingora streams both bodies; `logging` writes one line, without credentials.
 
 mod inject;
+pub mod limit;
 pub mod plan;
 mod resolve;
 pub mod retry;
@@ -40,11 +41,12 @@ pub struct Edge {
     app: Arc<App>,
     control_socket: PathBuf,
     resolver: resolve::Resolver,
+    limiter: limit::Limiter,
 }
 
 impl Edge {
     pub fn new(app: Arc<App>, control_socket: PathBuf) -> Edge {
-        Edge { app, control_socket, resolver: resolve::Resolver::default() }
+        Edge { app, control_socket, resolver: resolve::Resolver::default(), limiter: limit::Limiter::default() }
     }
 }
 
@@ -82,6 +84,8 @@ pub struct Exchange {
     renewed: bool,
     /// The next attempt plans the request again, with the connection's new credentials.
     replan: bool,
+    /// Places held under concurrency limits, given back when the exchange ends.
+    admission: Option<limit::Admission>,
 }
 
 const PROXY_PREFIX: &str = "/proxy";
@@ -104,6 +108,7 @@ impl ProxyHttp for Edge {
             status_retry: false,
             renewed: false,
             replan: false,
+            admission: None,
         }
     }
 
@@ -124,19 +129,32 @@ impl ProxyHttp for Edge {
             }
             Err(refusal) => Err(refusal),
         };
-        match planned {
-            Ok(plan) => {
-                ctx.route = Route::Proxy(Box::new(plan));
-                Ok(false)
-            }
+        let plan = match planned {
+            Ok(plan) => plan,
             Err(refusal) => {
                 ctx.answered = Some((refusal.status.as_u16(), refusal.code));
-                write_json(
-                    session,
-                    refusal.status,
-                    json!({ "error": { "code": refusal.code, "message": refusal.message } }),
-                )
-                .await?;
+                let body = json!({ "error": { "code": refusal.code, "message": refusal.message } });
+                write_json(session, refusal.status, body, None).await?;
+                return Ok(true);
+            }
+        };
+        let config = self.app.config.current();
+        let rules = config.rate_limits.get(&plan.provider.name).or(plan.provider.rate_limit.as_ref());
+        let admitted = self
+            .limiter
+            .admit(rules, &plan.provider.name, &plan.integration.unique_key, &plan.connection.connection_id)
+            .await;
+        ctx.route = Route::Proxy(Box::new(plan));
+        match admitted {
+            Ok(admission) => {
+                ctx.admission = Some(admission);
+                Ok(false)
+            }
+            Err(refused) => {
+                ctx.answered = Some((429, "too_many_request"));
+                let body = json!({ "error": { "code": "too_many_request", "message": format!("Over the rate limit: {}", refused.reason) } });
+                let seconds = refused.retry_after.as_secs() + u64::from(refused.retry_after.subsec_nanos() > 0);
+                write_json(session, StatusCode::TOO_MANY_REQUESTS, body, Some(seconds)).await?;
                 Ok(true)
             }
         }
@@ -223,6 +241,12 @@ impl ProxyHttp for Edge {
         let Route::Proxy(plan) = &ctx.route else { return Ok(()) };
         let status = upstream.status.as_u16();
         ctx.upstream_status = Some(status);
+        let rules = plan.provider.proxy.as_ref().and_then(|p| p.retry.as_ref());
+        if status == 429 {
+            if let Some(wait) = retry::asked_wait(&upstream.headers, rules, chrono::Utc::now()) {
+                self.limiter.pause(&plan.integration.unique_key, &plan.connection.connection_id, wait);
+            }
+        }
         if !replayable(session) {
             return Ok(());
         }
@@ -236,7 +260,6 @@ impl ProxyHttp for Edge {
         if ctx.retried >= ctx.policy.retries {
             return Ok(());
         }
-        let rules = plan.provider.proxy.as_ref().and_then(|p| p.retry.as_ref());
         if !retry::status_retryable(status, &upstream.headers, rules, &ctx.policy) {
             return Ok(());
         }
@@ -347,7 +370,7 @@ impl ProxyHttp for Edge {
         let written = session.response_written().is_some();
         if !written && e.esource() != &pingora::ErrorSource::Downstream {
             let body = json!({ "error": { "code": code, "message": message } });
-            let _ = write_json(session, status, body).await;
+            let _ = write_json(session, status, body, None).await;
         }
         pingora::proxy::FailToProxy { error_code: status.as_u16(), can_reuse_downstream: false }
     }
@@ -530,9 +553,17 @@ fn forwarded_headers(request: &RequestHeader) -> Forwarded {
     Forwarded { framing, caller }
 }
 
-async fn write_json(session: &mut Session, status: StatusCode, body: serde_json::Value) -> Result<()> {
+async fn write_json(
+    session: &mut Session,
+    status: StatusCode,
+    body: serde_json::Value,
+    retry_after_seconds: Option<u64>,
+) -> Result<()> {
     let bytes = Bytes::from(body.to_string());
-    let mut response = ResponseHeader::build(status, Some(4))?;
+    let mut response = ResponseHeader::build(status, Some(5))?;
+    if let Some(seconds) = retry_after_seconds {
+        response.insert_header(header::RETRY_AFTER, seconds.to_string())?;
+    }
     response.insert_header(header::CONTENT_TYPE, "application/json")?;
     response.insert_header(header::CONTENT_LENGTH, bytes.len().to_string())?;
     response.insert_header("access-control-allow-origin", "*")?;
