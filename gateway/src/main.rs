@@ -151,8 +151,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Pingora's debug and trace lines print whole request headers, injected credentials
+    // included; they stay off whatever LATCHKEY_LOG asks for.
+    for target in ["pingora_proxy", "pingora_core", "pingora"] {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let json = std::env::var("LATCHKEY_LOG_FORMAT").is_ok_and(|f| f == "json");
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {

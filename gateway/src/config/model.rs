@@ -14,9 +14,18 @@ pub struct NangoYaml {
     pub models: IndexMap<String, Option<Map<String, Value>>>,
     #[serde(default)]
     pub logs: Option<LogsYaml>,
+    #[serde(default)]
+    pub proxy: Option<ProxyYaml>,
     /// Per provider name, limits that replace the catalog's `rate_limit`.
     #[serde(default)]
     pub rate_limits: IndexMap<String, crate::catalog::RateLimit>,
+}
+
+/// Latchkey's `proxy:` section.
+#[derive(Debug, Default, Deserialize)]
+pub struct ProxyYaml {
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
 }
 
 /// Latchkey's `logs:` section.

@@ -86,6 +86,8 @@ pub struct Exchange {
     replan: bool,
     /// Places held under concurrency limits, given back when the exchange ends.
     admission: Option<limit::Admission>,
+    /// The caller (`Decompress: true`) or the provider asked for decoded bodies.
+    decompress: bool,
 }
 
 const PROXY_PREFIX: &str = "/proxy";
@@ -109,6 +111,7 @@ impl ProxyHttp for Edge {
             renewed: false,
             replan: false,
             admission: None,
+            decompress: false,
         }
     }
 
@@ -144,6 +147,17 @@ impl ProxyHttp for Edge {
             .limiter
             .admit(rules, &plan.provider.name, &plan.integration.unique_key, &plan.connection.connection_id)
             .await;
+        let decompress = plan.provider.proxy.as_ref().is_some_and(|p| p.decompress)
+            || session
+                .req_header()
+                .headers
+                .get("decompress")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        if decompress {
+            // Decoded as it streams; the caller gets the body without Content-Encoding.
+            session.upstream_compression.adjust_decompression(true);
+            ctx.decompress = true;
+        }
         ctx.route = Route::Proxy(Box::new(plan));
         match admitted {
             Ok(admission) => {
@@ -180,11 +194,17 @@ impl ProxyHttp for Edge {
                     self.resolver.resolve(&t.host, t.port).await.map_err(|e| {
                         Error::because(ErrorType::ConnectNoRoute, format!("cannot resolve {}", t.host), e)
                     })?;
+                let config = self.app.config.current();
+                // Peers differ only by address, TLS and host name, so the pool shares upstream
+                // connections between every connection (and integration) of a provider host.
                 let mut peer = HttpPeer::new(addr, t.tls, t.host.clone());
-                peer.options.connection_timeout = Some(Duration::from_secs(10));
-                peer.options.total_connection_timeout = Some(Duration::from_secs(15));
-                peer.options.read_timeout = Some(Duration::from_secs(120));
-                peer.options.write_timeout = Some(Duration::from_secs(120));
+                if t.tls {
+                    peer.options.alpn = pingora::protocols::ALPN::H2H1;
+                }
+                peer.options.connection_timeout = Some(config.connect_timeout);
+                peer.options.total_connection_timeout = Some(config.connect_timeout * 3 / 2);
+                peer.options.read_timeout = Some(config.read_timeout);
+                peer.options.write_timeout = Some(config.read_timeout);
                 Ok(Box::new(peer))
             }
             Route::Control | Route::Undecided => {
@@ -225,6 +245,10 @@ impl ProxyHttp for Edge {
         let provider_sets_agent = plan.headers.iter().any(|(n, _)| n == "user-agent");
         for (name, value) in forwarded.caller {
             if name == header::USER_AGENT && provider_sets_agent {
+                continue;
+            }
+            // Pingora decodes only what the upstream request did not accept.
+            if name == header::ACCEPT_ENCODING && ctx.decompress {
                 continue;
             }
             upstream.insert_header(name, value)?;
@@ -331,6 +355,13 @@ impl ProxyHttp for Edge {
         self.app.logs.record(entry);
     }
 
+    /// For Pingora's own error lines: the method and path, never the query (it may carry a
+    /// caller's secret) or headers.
+    fn request_summary(&self, session: &Session, _ctx: &Exchange) -> String {
+        let request = session.req_header();
+        format!("{} {}", request.method, request.uri.path())
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Exchange) -> pingora::proxy::FailToProxy
     where
         Exchange: Send + Sync,
@@ -339,12 +370,38 @@ impl ProxyHttp for Edge {
             (Route::Proxy(plan), ErrorType::ConnectTimedout) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_connect_timeout",
-                format!("connecting to {} timed out", plan.target.host),
+                format!(
+                    "connect timeout: connecting to {} took longer than {:?} (proxy.connect_timeout)",
+                    plan.target.host,
+                    self.app.config.current().connect_timeout
+                ),
+            ),
+            (Route::Proxy(plan), ErrorType::ReadTimedout) if ctx.upstream_status.is_none() => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_first_byte_timeout",
+                format!(
+                    "first-byte timeout: {} sent no response within {:?} (proxy.read_timeout)",
+                    plan.target.host,
+                    self.app.config.current().read_timeout
+                ),
             ),
             (Route::Proxy(plan), ErrorType::ReadTimedout) => (
                 StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                format!("{} did not answer in time", plan.target.host),
+                "upstream_idle_timeout",
+                format!(
+                    "idle timeout: {} sent nothing for {:?} in the middle of its response (proxy.read_timeout)",
+                    plan.target.host,
+                    self.app.config.current().read_timeout
+                ),
+            ),
+            (Route::Proxy(plan), ErrorType::WriteTimedout) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_write_timeout",
+                format!(
+                    "write timeout: {} accepted no request bytes for {:?} (proxy.read_timeout)",
+                    plan.target.host,
+                    self.app.config.current().read_timeout
+                ),
             ),
             (Route::Proxy(plan), ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError) => (
                 StatusCode::BAD_GATEWAY,
