@@ -355,6 +355,12 @@ impl ProxyHttp for Edge {
         self.app.logs.record(entry);
     }
 
+    /// A caller that hung up is not the gateway's failure (load generators do it at the end of
+    /// every run); it is still in the request's log entry.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Exchange, error: &Error) -> bool {
+        error.esource() == &pingora::ErrorSource::Downstream
+    }
+
     /// For Pingora's own error lines: the method and path, never the query (it may carry a
     /// caller's secret) or headers.
     fn request_summary(&self, session: &Session, _ctx: &Exchange) -> String {
