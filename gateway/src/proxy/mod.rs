@@ -337,7 +337,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Exchange) {
-        if matches!(ctx.route, Route::Control) {
+        if matches!(ctx.route, Route::Control) || matches!(ctx.answered, Some((_, "preflight"))) {
             return;
         }
         let entry = log_entry(session, error, ctx);
