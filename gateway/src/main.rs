@@ -151,14 +151,23 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Pingora's debug and trace lines print whole request headers, injected credentials
+    // included; they stay off whatever LATCHKEY_LOG asks for.
+    let no_pingora_debug = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("pingora")
+            && matches!(*meta.level(), tracing::Level::DEBUG | tracing::Level::TRACE))
+    });
     let json = std::env::var("LATCHKEY_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter).with(no_pingora_debug);
     if json {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, LazyLock};
 
 use serde_json::{Map, Value};
 
-pub use provider::{AuthMode, Field, Provider, ProxySpec, Retry, TokenUrl, Verification};
+pub use provider::{AuthMode, Field, Limit, Provider, ProxySpec, RateLimit, Retry, TokenUrl, Verification};
 
 use crate::problem::{escape_pointer, Problem, Problems};
 use crate::schema::Schema;

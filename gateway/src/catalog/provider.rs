@@ -105,6 +105,34 @@ pub struct Retry {
     pub error_code: Vec<String>,
 }
 
+/// Latchkey's `rate_limit`: limits the proxy applies before a request leaves, for each
+/// connection and for the provider as a whole. Also settable per provider in `nango.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    #[serde(default)]
+    pub per_connection: Option<Limit>,
+    #[serde(default)]
+    pub per_provider: Option<Limit>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Requests allowed per `interval`.
+    #[serde(default)]
+    pub requests: Option<u32>,
+    /// Such as `1s` or `1m`; one second when not given.
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// Requests in flight at once.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// How long a request over the limit may wait for its turn before it is refused with 429.
+    #[serde(default)]
+    pub max_wait: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Verification {
     #[serde(default = "get")]
@@ -194,6 +222,8 @@ pub struct Provider {
     pub credentials: IndexMap<String, Field>,
     #[serde(default)]
     pub proxy: Option<ProxySpec>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
     /// The resolved entry as JSON, `alias` removed, in the order it was written.
     #[serde(skip)]
     pub entry: Value,

@@ -31,6 +31,9 @@ static CONFIG_SCHEMA: LazyLock<Schema> = LazyLock::new(|| Schema::compile(includ
 /// How long log entries are kept when `logs.retention` is not set.
 pub const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -58,6 +61,13 @@ pub struct Config {
     pub log_retention: Duration,
     /// Where webhooks go and how they are signed.
     pub webhooks: crate::webhooks::Settings,
+    /// How long the proxy waits to connect to an upstream (`proxy.connect_timeout`).
+    pub connect_timeout: Duration,
+    /// How long an upstream may stay silent, before its first byte and between bytes, and how
+    /// long a write to it may stall (`proxy.read_timeout`).
+    pub read_timeout: Duration,
+    /// Per provider name, the proxy's rate limits that replace the catalog's (`rate_limits`).
+    pub rate_limits: IndexMap<String, crate::catalog::RateLimit>,
     /// Every file this snapshot was read from, to watch for changes.
     pub files: Vec<PathBuf>,
     /// A hash of the text of every file read; equal fingerprints mean an unchanged configuration.
@@ -76,6 +86,9 @@ impl Config {
             models: IndexMap::new(),
             log_retention: DEFAULT_LOG_RETENTION,
             webhooks: crate::webhooks::Settings::default(),
+            rate_limits: IndexMap::new(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
             files: Vec::new(),
             fingerprint: 0,
         }
@@ -131,16 +144,36 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
     let loaded = catalog::load(&sources);
     problems.extend(loaded.problems);
 
-    let log_retention = match document.logs.as_ref().and_then(|l| l.retention.as_deref()) {
-        None => DEFAULT_LOG_RETENTION,
+    let mut duration = |value: Option<&str>, pointer: &str, default: Duration| match value {
+        None => default,
         Some(text) => crate::time::parse_duration(text).filter(|d| !d.is_zero()).unwrap_or_else(|| {
             problems.push(
-                Problem::new(path, "/logs/retention", format!("`{text}` is not a duration"))
-                    .hint("write a whole number and a unit: 12h, 7d, 30d"),
+                Problem::new(path, pointer, format!("`{text}` is not a duration"))
+                    .hint("write a whole number and a unit: 500ms, 30s, 12h, 7d"),
             );
-            DEFAULT_LOG_RETENTION
+            default
         }),
     };
+    let log_retention =
+        duration(document.logs.as_ref().and_then(|l| l.retention.as_deref()), "/logs/retention", DEFAULT_LOG_RETENTION);
+    let proxy = document.proxy.as_ref();
+    let connect_timeout =
+        duration(proxy.and_then(|p| p.connect_timeout.as_deref()), "/proxy/connect_timeout", DEFAULT_CONNECT_TIMEOUT);
+    let read_timeout =
+        duration(proxy.and_then(|p| p.read_timeout.as_deref()), "/proxy/read_timeout", DEFAULT_READ_TIMEOUT);
+
+    for name in document.rate_limits.keys() {
+        if loaded.catalog.get(name).is_none() {
+            problems.push(
+                Problem::new(
+                    path,
+                    format!("/rate_limits/{}", escape_pointer(name)),
+                    format!("unknown provider `{name}`"),
+                )
+                .hint("rate_limits is keyed by provider name, as the catalog spells it"),
+            );
+        }
+    }
 
     let mut integrations = IndexMap::new();
     for (key, entry) in document.integrations {
@@ -172,6 +205,9 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         catalog: loaded.catalog,
         integrations,
         log_retention,
+        rate_limits: document.rate_limits,
+        connect_timeout,
+        read_timeout,
         models: document.models.into_iter().map(|(k, v)| (k, v.map(Value::Object).unwrap_or(Value::Null))).collect(),
         webhooks,
         files,

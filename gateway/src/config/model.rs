@@ -16,6 +16,18 @@ pub struct NangoYaml {
     pub logs: Option<LogsYaml>,
     #[serde(default)]
     pub webhooks: Option<WebhooksYaml>,
+    #[serde(default)]
+    pub proxy: Option<ProxyYaml>,
+    /// Per provider name, limits that replace the catalog's `rate_limit`.
+    #[serde(default)]
+    pub rate_limits: IndexMap<String, crate::catalog::RateLimit>,
+}
+
+/// Latchkey's `proxy:` section.
+#[derive(Debug, Default, Deserialize)]
+pub struct ProxyYaml {
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
 }
 
 /// Latchkey's `logs:` section.

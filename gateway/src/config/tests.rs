@@ -90,3 +90,21 @@ fn a_missing_default_file_is_an_empty_configuration() {
     let required = LoadOptions { config_required: true, ..options };
     assert!(load(&required, 1).is_err());
 }
+
+#[test]
+fn proxy_settings_are_read_and_checked() {
+    let (_dir, options) = setup(
+        "logs:\n  retention: 12h\nproxy:\n  connect_timeout: 2s\n  read_timeout: 1m\nrate_limits:\n  acme:\n    per_connection: { requests: 5, interval: 1s }\n",
+    );
+    let config = load(&options, 1).unwrap();
+    assert_eq!(config.log_retention, Duration::from_secs(12 * 3600));
+    assert_eq!(config.connect_timeout, Duration::from_secs(2));
+    assert_eq!(config.read_timeout, Duration::from_secs(60));
+    assert_eq!(config.rate_limits["acme"].per_connection.as_ref().unwrap().requests, Some(5));
+
+    let (_dir, options) =
+        setup("logs:\n  retention: 0s\nrate_limits:\n  nope:\n    per_provider: { concurrency: 1 }\n");
+    let problems = load(&options, 1).unwrap_err();
+    assert!(problems.0.iter().any(|p| p.pointer == "/logs/retention"), "{problems}");
+    assert!(problems.0.iter().any(|p| p.pointer == "/rate_limits/nope"), "{problems}");
+}

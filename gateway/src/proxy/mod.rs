@@ -13,8 +13,10 @@
 //! 4. Pingora streams both bodies; `logging` writes one line, without credentials.
 
 mod inject;
+pub mod limit;
 pub mod plan;
 mod resolve;
+pub mod retry;
 mod target;
 
 use std::path::PathBuf;
@@ -39,11 +41,12 @@ pub struct Edge {
     app: Arc<App>,
     control_socket: PathBuf,
     resolver: resolve::Resolver,
+    limiter: limit::Limiter,
 }
 
 impl Edge {
     pub fn new(app: Arc<App>, control_socket: PathBuf) -> Edge {
-        Edge { app, control_socket, resolver: resolve::Resolver::default() }
+        Edge { app, control_socket, resolver: resolve::Resolver::default(), limiter: limit::Limiter::default() }
     }
 }
 
@@ -67,7 +70,24 @@ pub struct Exchange {
     upstream_status: Option<u16>,
     /// Why the request failed, in the gateway's words.
     failure: Option<String>,
-    retries: u32,
+    /// The caller's `Retries` and `Retry-On`.
+    policy: retry::Policy,
+    /// Requests sent upstream so far.
+    attempts: u32,
+    /// Retries spent from `policy.retries`.
+    retried: u32,
+    /// How long to wait before the next attempt.
+    wait: Option<Duration>,
+    /// The upstream's response was judged retryable (rather than the request failing).
+    status_retry: bool,
+    /// A 401 already led to reading the credentials again.
+    renewed: bool,
+    /// The next attempt plans the request again, with the connection's new credentials.
+    replan: bool,
+    /// Places held under concurrency limits, given back when the exchange ends.
+    admission: Option<limit::Admission>,
+    /// The caller (`Decompress: true`) or the provider asked for decoded bodies.
+    decompress: bool,
 }
 
 const PROXY_PREFIX: &str = "/proxy";
@@ -83,7 +103,15 @@ impl ProxyHttp for Edge {
             answered: None,
             upstream_status: None,
             failure: None,
-            retries: 0,
+            policy: retry::Policy::default(),
+            attempts: 0,
+            retried: 0,
+            wait: None,
+            status_retry: false,
+            renewed: false,
+            replan: false,
+            admission: None,
+            decompress: false,
         }
     }
 
@@ -97,25 +125,68 @@ impl ProxyHttp for Edge {
         if session.req_header().method == Method::OPTIONS {
             return self.answer_preflight(session, ctx).await;
         }
-        match self.plan(session.req_header()).await {
-            Ok(plan) => {
-                ctx.route = Route::Proxy(Box::new(plan));
-                Ok(false)
+        let planned = match retry::Policy::from_headers(&session.req_header().headers) {
+            Ok(policy) => {
+                ctx.policy = policy;
+                self.plan(session.req_header()).await
             }
+            Err(refusal) => Err(refusal),
+        };
+        let plan = match planned {
+            Ok(plan) => plan,
             Err(refusal) => {
                 ctx.answered = Some((refusal.status.as_u16(), refusal.code));
-                write_json(
-                    session,
-                    refusal.status,
-                    json!({ "error": { "code": refusal.code, "message": refusal.message } }),
-                )
-                .await?;
+                let body = json!({ "error": { "code": refusal.code, "message": refusal.message } });
+                write_json(session, refusal.status, body, None).await?;
+                return Ok(true);
+            }
+        };
+        let config = self.app.config.current();
+        let rules = config.rate_limits.get(&plan.provider.name).or(plan.provider.rate_limit.as_ref());
+        let admitted = self
+            .limiter
+            .admit(rules, &plan.provider.name, &plan.integration.unique_key, &plan.connection.connection_id)
+            .await;
+        let decompress = plan.provider.proxy.as_ref().is_some_and(|p| p.decompress)
+            || session
+                .req_header()
+                .headers
+                .get("decompress")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        if decompress {
+            // Decoded as it streams; the caller gets the body without Content-Encoding.
+            session.upstream_compression.adjust_decompression(true);
+            ctx.decompress = true;
+        }
+        ctx.route = Route::Proxy(Box::new(plan));
+        match admitted {
+            Ok(admission) => {
+                ctx.admission = Some(admission);
+                Ok(false)
+            }
+            Err(refused) => {
+                ctx.answered = Some((429, "too_many_request"));
+                let body = json!({ "error": { "code": "too_many_request", "message": format!("Over the rate limit: {}", refused.reason) } });
+                let seconds = refused.retry_after.as_secs() + u64::from(refused.retry_after.subsec_nanos() > 0);
+                write_json(session, StatusCode::TOO_MANY_REQUESTS, body, Some(seconds)).await?;
                 Ok(true)
             }
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Exchange) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Exchange) -> Result<Box<HttpPeer>> {
+        if matches!(ctx.route, Route::Proxy(_)) {
+            ctx.attempts += 1;
+            if let Some(wait) = ctx.wait.take() {
+                tokio::time::sleep(wait).await;
+            }
+            if std::mem::take(&mut ctx.replan) {
+                let plan = self.plan(session.req_header()).await.map_err(|refusal| {
+                    Error::explain(ErrorType::InternalError, format!("cannot plan the retry: {}", refusal.message))
+                })?;
+                ctx.route = Route::Proxy(Box::new(plan));
+            }
+        }
         match &ctx.route {
             Route::Proxy(plan) => {
                 let t = &plan.target;
@@ -123,11 +194,17 @@ impl ProxyHttp for Edge {
                     self.resolver.resolve(&t.host, t.port).await.map_err(|e| {
                         Error::because(ErrorType::ConnectNoRoute, format!("cannot resolve {}", t.host), e)
                     })?;
+                let config = self.app.config.current();
+                // Peers differ only by address, TLS and host name, so the pool shares upstream
+                // connections between every connection (and integration) of a provider host.
                 let mut peer = HttpPeer::new(addr, t.tls, t.host.clone());
-                peer.options.connection_timeout = Some(Duration::from_secs(10));
-                peer.options.total_connection_timeout = Some(Duration::from_secs(15));
-                peer.options.read_timeout = Some(Duration::from_secs(120));
-                peer.options.write_timeout = Some(Duration::from_secs(120));
+                if t.tls {
+                    peer.options.alpn = pingora::protocols::ALPN::H2H1;
+                }
+                peer.options.connection_timeout = Some(config.connect_timeout);
+                peer.options.total_connection_timeout = Some(config.connect_timeout * 3 / 2);
+                peer.options.read_timeout = Some(config.read_timeout);
+                peer.options.write_timeout = Some(config.read_timeout);
                 Ok(Box::new(peer))
             }
             Route::Control | Route::Undecided => {
@@ -170,6 +247,10 @@ impl ProxyHttp for Edge {
             if name == header::USER_AGENT && provider_sets_agent {
                 continue;
             }
+            // Pingora decodes only what the upstream request did not accept.
+            if name == header::ACCEPT_ENCODING && ctx.decompress {
+                continue;
+            }
             upstream.insert_header(name, value)?;
         }
         Ok(())
@@ -177,16 +258,86 @@ impl ProxyHttp for Edge {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut Exchange,
     ) -> Result<()> {
-        ctx.upstream_status = Some(upstream.status.as_u16());
-        Ok(())
+        let Route::Proxy(plan) = &ctx.route else { return Ok(()) };
+        let status = upstream.status.as_u16();
+        ctx.upstream_status = Some(status);
+        let rules = plan.provider.proxy.as_ref().and_then(|p| p.retry.as_ref());
+        if status == 429 {
+            if let Some(wait) = retry::asked_wait(&upstream.headers, rules, chrono::Utc::now()) {
+                self.limiter.pause(&plan.integration.unique_key, &plan.connection.connection_id, wait);
+            }
+        }
+        if !replayable(session) {
+            return Ok(());
+        }
+        if status == 401 && !ctx.renewed {
+            ctx.renewed = true;
+            if self.renew_after_unauthorized(plan).await {
+                ctx.replan = true;
+                return Err(status_retry(ctx, status));
+            }
+        }
+        if ctx.retried >= ctx.policy.retries {
+            return Ok(());
+        }
+        if !retry::status_retryable(status, &upstream.headers, rules, &ctx.policy) {
+            return Ok(());
+        }
+        let wait = retry::asked_wait(&upstream.headers, rules, chrono::Utc::now())
+            .unwrap_or_else(|| retry::backoff(ctx.retried + 1));
+        if ctx.started.elapsed() + wait > retry::BUDGET {
+            return Ok(());
+        }
+        ctx.retried += 1;
+        ctx.wait = Some(wait);
+        Err(status_retry(ctx, status))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Exchange,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if matches!(ctx.route, Route::Proxy(_)) {
+            // Nothing reached the upstream, so any method may be sent again, if the caller asked.
+            e.set_retry(schedule_backoff(ctx));
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Exchange,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.status_retry) {
+            return e;
+        }
+        let from_upstream = e.esource() == &pingora::ErrorSource::Upstream;
+        let replay = matches!(ctx.route, Route::Proxy(_)) && from_upstream && replayable(session);
+        if replay && schedule_backoff(ctx) {
+            e.set_retry(true);
+        } else if session.req_header().method.is_idempotent() && from_upstream && replayable(session) {
+            // A pooled connection the upstream had closed: the request never reached it.
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Exchange) {
-        if matches!(ctx.route, Route::Control) {
+        if matches!(ctx.route, Route::Control) || matches!(ctx.answered, Some((_, "preflight"))) {
             return;
         }
         let entry = log_entry(session, error, ctx);
@@ -204,6 +355,19 @@ impl ProxyHttp for Edge {
         self.app.logs.record(entry);
     }
 
+    /// A caller that hung up is not the gateway's failure (load generators do it at the end of
+    /// every run); it is still in the request's log entry.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Exchange, error: &Error) -> bool {
+        error.esource() == &pingora::ErrorSource::Downstream
+    }
+
+    /// For Pingora's own error lines: the method and path, never the query (it may carry a
+    /// caller's secret) or headers.
+    fn request_summary(&self, session: &Session, _ctx: &Exchange) -> String {
+        let request = session.req_header();
+        format!("{} {}", request.method, request.uri.path())
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Exchange) -> pingora::proxy::FailToProxy
     where
         Exchange: Send + Sync,
@@ -212,12 +376,38 @@ impl ProxyHttp for Edge {
             (Route::Proxy(plan), ErrorType::ConnectTimedout) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_connect_timeout",
-                format!("connecting to {} timed out", plan.target.host),
+                format!(
+                    "connect timeout: connecting to {} took longer than {:?} (proxy.connect_timeout)",
+                    plan.target.host,
+                    self.app.config.current().connect_timeout
+                ),
+            ),
+            (Route::Proxy(plan), ErrorType::ReadTimedout) if ctx.upstream_status.is_none() => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_first_byte_timeout",
+                format!(
+                    "first-byte timeout: {} sent no response within {:?} (proxy.read_timeout)",
+                    plan.target.host,
+                    self.app.config.current().read_timeout
+                ),
             ),
             (Route::Proxy(plan), ErrorType::ReadTimedout) => (
                 StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                format!("{} did not answer in time", plan.target.host),
+                "upstream_idle_timeout",
+                format!(
+                    "idle timeout: {} sent nothing for {:?} in the middle of its response (proxy.read_timeout)",
+                    plan.target.host,
+                    self.app.config.current().read_timeout
+                ),
+            ),
+            (Route::Proxy(plan), ErrorType::WriteTimedout) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_write_timeout",
+                format!(
+                    "write timeout: {} accepted no request bytes for {:?} (proxy.read_timeout)",
+                    plan.target.host,
+                    self.app.config.current().read_timeout
+                ),
             ),
             (Route::Proxy(plan), ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError) => (
                 StatusCode::BAD_GATEWAY,
@@ -243,7 +433,7 @@ impl ProxyHttp for Edge {
         let written = session.response_written().is_some();
         if !written && e.esource() != &pingora::ErrorSource::Downstream {
             let body = json!({ "error": { "code": code, "message": message } });
-            let _ = write_json(session, status, body).await;
+            let _ = write_json(session, status, body, None).await;
         }
         pingora::proxy::FailToProxy { error_code: status.as_u16(), can_reuse_downstream: false }
     }
@@ -278,6 +468,22 @@ impl Edge {
             base_url_override: header_text("base-url-override")?.filter(|v| !v.is_empty()),
         };
         plan::plan(&self.app, &key, &connection_id, &outbound).await
+    }
+
+    /// The one place a 401 from the upstream asks for new credentials: the connection is read
+    /// again from the database (another node, or a refresh, may have replaced the token). The
+    /// request is sent once more only when the credentials changed.
+    async fn renew_after_unauthorized(&self, plan: &Plan) -> bool {
+        let (key, id) = (&plan.integration.unique_key, &plan.connection.connection_id);
+        self.app.store.connections.forget(key, id);
+        match self.app.store.connections.get(key, id).await {
+            Ok(Some(fresh)) => fresh.credentials != plan.connection.credentials,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(integration = %key, connection = %id, "cannot read the connection after a 401: {e}");
+                false
+            }
+        }
     }
 
     fn authenticate(&self, request: &RequestHeader) -> Result<(), PlanError> {
@@ -315,6 +521,35 @@ impl Edge {
     }
 }
 
+/// Whether the request could be sent again as it was: nothing answered yet, and its body (if
+/// any) still held whole in Pingora's 64 KiB retry buffer.
+fn replayable(session: &Session) -> bool {
+    session.response_written().is_none() && !session.as_ref().retry_buffer_truncated()
+}
+
+/// The error that makes Pingora send the request again after a retryable response.
+fn status_retry(ctx: &mut Exchange, status: u16) -> Box<Error> {
+    ctx.status_retry = true;
+    let mut e = Error::explain(ErrorType::HTTPStatus(status), "the upstream's answer is retried");
+    e.set_retry(true);
+    e
+}
+
+/// Spends one of the caller's retries on a failure, with back-off, when one is left and the wait
+/// fits the budget.
+fn schedule_backoff(ctx: &mut Exchange) -> bool {
+    if ctx.retried >= ctx.policy.retries {
+        return false;
+    }
+    let wait = retry::backoff(ctx.retried + 1);
+    if ctx.started.elapsed() + wait > retry::BUDGET {
+        return false;
+    }
+    ctx.retried += 1;
+    ctx.wait = Some(wait);
+    true
+}
+
 /// The log entry of one `/proxy` request. The path is the caller's endpoint without its query
 /// (never the upstream URL, where a provider may have put a key), with any of the connection's
 /// secrets that the caller wrote into it redacted.
@@ -334,7 +569,7 @@ fn log_entry(session: &Session, error: Option<&Error>, ctx: &Exchange) -> logs::
     entry.path = Some(endpoint.to_string());
     entry.status = status;
     entry.latency_ms = Some(u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX));
-    entry.retries = ctx.retries;
+    entry.retries = ctx.attempts.saturating_sub(1);
     entry.request_bytes = Some(session.body_bytes_read() as u64);
     entry.response_bytes = Some(session.body_bytes_sent() as u64);
     entry.error = match (ctx.answered, &ctx.failure, error) {
@@ -381,9 +616,17 @@ fn forwarded_headers(request: &RequestHeader) -> Forwarded {
     Forwarded { framing, caller }
 }
 
-async fn write_json(session: &mut Session, status: StatusCode, body: serde_json::Value) -> Result<()> {
+async fn write_json(
+    session: &mut Session,
+    status: StatusCode,
+    body: serde_json::Value,
+    retry_after_seconds: Option<u64>,
+) -> Result<()> {
     let bytes = Bytes::from(body.to_string());
-    let mut response = ResponseHeader::build(status, Some(4))?;
+    let mut response = ResponseHeader::build(status, Some(5))?;
+    if let Some(seconds) = retry_after_seconds {
+        response.insert_header(header::RETRY_AFTER, seconds.to_string())?;
+    }
     response.insert_header(header::CONTENT_TYPE, "application/json")?;
     response.insert_header(header::CONTENT_LENGTH, bytes.len().to_string())?;
     response.insert_header("access-control-allow-origin", "*")?;
