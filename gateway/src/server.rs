@@ -74,6 +74,7 @@ pub fn serve(options: ServeOptions) -> Result<(), StartError> {
         config.spawn_watchers();
         app.store.spawn_change_listener();
         app.webhooks.spawn_worker();
+        crate::auth::refresh::spawn_background(Arc::clone(&app));
     });
 
     let mut conf = ServerConf {
@@ -120,9 +121,10 @@ async fn open_app(options: &ServeOptions, config: Arc<ConfigHandle>) -> Result<A
     let webhooks = crate::webhooks::Webhooks::new(store.db.clone(), Arc::clone(&config), secret_key.clone());
     Ok(Arc::new(App {
         config,
-        store,
+        store: Arc::clone(&store),
         secret_key,
         server_url: options.server_url.trim_end_matches('/').to_string(),
+        refresh: crate::auth::refresh::Refresher::new(Arc::clone(&store), Arc::clone(&webhooks)),
         webhooks,
     }))
 }

@@ -14,7 +14,8 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::extract::{flag, Body, Query, SecretKey};
 use crate::app::App;
-use crate::connection::{Credentials, EndUser, Organization};
+use crate::auth::refresh::RefreshError;
+use crate::connection::{Connection, Credentials, EndUser, Organization};
 use crate::store::connections::{ListFilter, NewConnection, Patch, Upserted};
 use crate::webhooks::{auth_payload, AuthOperation, Event};
 
@@ -81,21 +82,34 @@ pub async fn show(
     Query(q): Query<ShowQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let key = required_key(q.provider_config_key)?;
-    flag(&q.force_refresh, "force_refresh")?;
+    let force_refresh = flag(&q.force_refresh, "force_refresh")?;
     flag(&q.refresh_github_app_jwt_token, "refresh_github_app_jwt_token")?;
     let with_refresh_token = flag(&q.refresh_token, "refresh_token")?;
     let config = app.config.current();
-    if app.integration(&config, &key).is_none() {
+    let Some(integration) = app.integration(&config, &key) else {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "unknown_provider_config", "Provider does not exists"));
-    }
+    };
     let now = Utc::now();
     let mut connection = app
         .store
         .connections
-        .read(&key, &connection_id)
+        .get(&key, &connection_id)
         .await?
         .ok_or_else(|| ApiError::not_found("Failed to find connection"))?;
+    if let Some(provider) = config.catalog.get(&integration.provider) {
+        let refreshed = if force_refresh {
+            app.refresh.force(&integration, provider, Arc::clone(&connection)).await
+        } else {
+            app.refresh.fresh(&integration, provider, Arc::clone(&connection)).await
+        };
+        connection = refreshed.map_err(|e| match e {
+            RefreshError::Store(e) => ApiError::from(e),
+            other => ApiError::new(other.status(), "invalid_credentials", other.public_message())
+                .with_payload(json!({ "connection": connection.to_api_summary() })),
+        })?;
+    }
     app.store.connections.touch(&key, &connection_id, now).await?;
+    let mut connection = Connection::clone(&connection);
     connection.last_fetched_at = Some(now);
     Ok(Json(connection.to_api_full(with_refresh_token)))
 }
