@@ -25,6 +25,12 @@ async function startTokenServer() {
             res.writeHead(status, { 'content-type': 'application/json' });
             res.end(JSON.stringify(body));
         };
+        if (form.grant_type === 'client_credentials') {
+            if (form.client_id !== 'cc-id' || form.client_secret !== 'cc-secret') return json(401, { error: 'invalid_client' });
+            const accessToken = `cc-${++state.count}`;
+            state.issued.add(accessToken);
+            return json(200, { access_token: accessToken, token_type: 'Bearer', expires_in: 3600, scope: form.scope });
+        }
         if (form.client_id !== 'cid' || form.client_secret !== CLIENT_SECRET) return json(401, { error: 'invalid_client' });
         if (form.grant_type !== 'refresh_token') return json(400, { error: 'unsupported_grant_type' });
         const behaviour = state.behave.get(form.refresh_token) || 'rotate';
@@ -86,6 +92,14 @@ refreshy:
     proxy:
         base_url: ${apiUrl}/api
     docs: https://example.com/refreshy
+ccy:
+    display_name: Client credentials
+    categories: [other]
+    auth_mode: OAUTH2_CC
+    token_url: ${tokenUrl}/token
+    proxy:
+        base_url: ${apiUrl}/api
+    docs: https://example.com/ccy
 `;
 }
 
@@ -98,6 +112,9 @@ function gatewayOptions(tokens, api, receiver) {
             '    provider: refreshy',
             '    client_id: cid',
             '    client_secret: ${env:REFRESHY_SECRET}',
+            '  ccy:',
+            '    provider: ccy',
+            '    scopes: [read, write]',
             'webhooks:',
             `  primary_url: ${receiver.url}/hooks`,
             ''
@@ -285,6 +302,34 @@ for (const db of databases()) {
             assert.equal(recovery.body.error, undefined);
             assert.equal((await proxy(gateway, 'revoked')).status, 200);
             assert.equal(receiver.about('revoked').filter((h) => h.body.operation === 'refresh').length, 2, 'one failure and one recovery webhook');
+        });
+
+        it("renews client-credentials tokens with the connection's own client", async () => {
+            const res = await gateway.fetch('/connections', {
+                method: 'POST',
+                headers: { 'content-type': 'application/json' },
+                body: JSON.stringify({
+                    provider_config_key: 'ccy',
+                    connection_id: 'machine',
+                    credentials: { type: 'OAUTH2_CC', token: 'expired-cc', client_id: 'cc-id', client_secret: 'cc-secret', expires_at: new Date(Date.now() - 60_000).toISOString() }
+                })
+            });
+            assert.equal(res.status, 201, await res.text());
+            const proxied = await fetch(`${gateway.url}/proxy/whoami`, {
+                headers: { authorization: `Bearer ${gateway.secretKey}`, 'provider-config-key': 'ccy', 'connection-id': 'machine' }
+            });
+            assert.equal(proxied.status, 200);
+            assert.match((await proxied.json()).token, /^cc-\d+$/);
+            const call = tokens.calls.find((c) => c.form.grant_type === 'client_credentials');
+            assert.equal(call.form.scope, 'read write');
+            const { body } = await (async () => {
+                const r = await gateway.fetch('/connections/machine?provider_config_key=ccy');
+                return { body: await r.json() };
+            })();
+            assert.equal(body.credentials.type, 'OAUTH2_CC');
+            assert.match(body.credentials.token, /^cc-\d+$/);
+            assert.equal(body.credentials.client_id, 'cc-id');
+            assert.ok(Date.parse(body.credentials.expires_at) > Date.now() + 50 * 60_000);
         });
 
         it('explains a malformed token response', async () => {
