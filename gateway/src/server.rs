@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub server_url: String,
     pub threads: usize,
     pub shutdown_grace_seconds: u64,
+    /// How often connections nearing expiry are looked for and refreshed.
+    pub refresh_scan_interval: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +76,7 @@ pub fn serve(options: ServeOptions) -> Result<(), StartError> {
         config.spawn_watchers();
         app.store.spawn_change_listener();
         app.webhooks.spawn_worker();
-        crate::auth::refresh::spawn_background(Arc::clone(&app));
+        crate::auth::refresh::spawn_background(Arc::clone(&app), options.refresh_scan_interval);
     });
 
     let mut conf = ServerConf {

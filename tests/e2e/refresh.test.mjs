@@ -120,7 +120,8 @@ function gatewayOptions(tokens, api, receiver) {
             ''
         ].join('\n'),
         files: { 'test-catalog.yaml': catalog(tokens.url, api.url) },
-        env: { REFRESHY_SECRET: CLIENT_SECRET }
+        // No background scan unless a test asks for one: it would race the requests under test.
+        env: { REFRESHY_SECRET: CLIENT_SECRET, LATCHKEY_REFRESH_SCAN_INTERVAL: '3600' }
     };
 }
 
@@ -342,6 +343,44 @@ for (const db of databases()) {
             assert.ok(!body.error.message.includes('rt-broken'), 'the refresh token is not echoed');
             assert.ok(!gateway.output.includes('rt-broken'), 'nor logged');
             assert.ok(!gateway.output.includes(CLIENT_SECRET), 'the client secret is never logged');
+        });
+    });
+}
+
+for (const db of databases()) {
+    describe(`background refresh on ${db}`, () => {
+        let tokens, api, receiver, gateway;
+
+        before(async () => {
+            tokens = await startTokenServer();
+            api = await startApi(tokens);
+            receiver = await startReceiver();
+            const options = gatewayOptions(tokens, api, receiver);
+            gateway = await startGateway({ db, ...options, env: { ...options.env, LATCHKEY_REFRESH_SCAN_INTERVAL: '1' } });
+        });
+
+        after(async () => {
+            await gateway?.stop();
+            await receiver?.close();
+            await api?.close();
+            await tokens?.close();
+        });
+
+        it('refreshes a connection nearing expiry without any request', async () => {
+            // 17 minutes left: outside the 15 minute margin, so no request would refresh it yet,
+            // but inside the scan's look-ahead.
+            await importConnection(gateway, tokens, 'idle', { refreshToken: 'rt-idle', accessToken: 'still-valid', expiresInMs: 17 * 60_000 });
+            await importConnection(gateway, tokens, 'later', { refreshToken: 'rt-later', accessToken: 'still-valid', expiresInMs: 3 * 3600_000 });
+            // The token server counts the call before the gateway has stored its answer.
+            await eventually(async () => /^at-\d+$/.test((await getConnection(gateway, 'idle')).body.credentials.access_token), {
+                what: 'the background refresh'
+            });
+            assert.equal(tokens.refreshCalls('rt-idle'), 1);
+            // A few more scans leave both alone: one is fresh now, the other is hours from expiry.
+            await new Promise((r) => setTimeout(r, 3000));
+            assert.equal(tokens.refreshCalls('rt-idle'), 1);
+            assert.equal(tokens.refreshCalls('rt-later'), 0);
+            assert.ok(tokens.calls.every((c) => c.form.refresh_token !== 'rt-later'));
         });
     });
 }

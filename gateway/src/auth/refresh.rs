@@ -46,8 +46,6 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// The first retry after a failed refresh waits about this long; then twice as long each time.
 const FIRST_RETRY: Duration = Duration::from_secs(30);
 const MAX_RETRY: Duration = Duration::from_secs(3600);
-/// How often the background task looks for connections nearing expiry.
-const SCAN_EVERY: Duration = Duration::from_secs(60);
 /// How far ahead of their margin the background task refreshes, so that a connection is
 /// renewed by a scan before a request has to wait for it.
 const SCAN_LOOKAHEAD: Duration = Duration::from_secs(5 * 60);
@@ -428,11 +426,12 @@ impl AdvisoryLock {
 
 /// Refreshes connections nearing expiry in the background, so that requests rarely wait for a
 /// refresh. On several nodes each scans; the locks keep it to one refresh per connection.
-pub fn spawn_background(app: Arc<App>) {
+pub fn spawn_background(app: Arc<App>, every: Duration) {
     tokio::spawn(async move {
         loop {
-            let jitter = rand::thread_rng().gen_range(0..5_000);
-            tokio::time::sleep(SCAN_EVERY + Duration::from_millis(jitter)).await;
+            // Nodes started together drift apart instead of scanning in step.
+            let jitter = every.mul_f64(rand::thread_rng().gen_range(0.0..0.1));
+            tokio::time::sleep(every + jitter).await;
             if let Err(e) = scan(&app).await {
                 tracing::warn!("the background refresh scan failed: {e}");
             }
