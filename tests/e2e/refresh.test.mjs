@@ -305,6 +305,21 @@ for (const db of databases()) {
             assert.equal(receiver.about('revoked').filter((h) => h.body.operation === 'refresh').length, 2, 'one failure and one recovery webhook');
         });
 
+        it('keeps using a token that is still valid when its early refresh fails', async () => {
+            tokens.behave.set('rt-early', 'invalid_grant');
+            await importConnection(gateway, tokens, 'early', { refreshToken: 'rt-early', accessToken: 'still-valid', expiresInMs: 10 * 60_000 });
+            const res = await proxy(gateway, 'early');
+            assert.equal(res.status, 200);
+            assert.equal((await res.json()).token, 'still-valid');
+            assert.equal(tokens.refreshCalls('rt-early'), 1);
+            const failure = await eventually(() => receiver.about('early').find((h) => h.body.operation === 'refresh'), { what: 'the failure webhook' });
+            assert.equal(failure.body.success, false);
+            // Asked for explicitly, the failure is the answer.
+            const forced = await getConnection(gateway, 'early', '&force_refresh=true');
+            assert.equal(forced.status, 424);
+            assert.match(forced.body.error.message, /invalid_grant/);
+        });
+
         it("renews client-credentials tokens with the connection's own client", async () => {
             const res = await gateway.fetch('/connections', {
                 method: 'POST',

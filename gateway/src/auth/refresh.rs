@@ -15,7 +15,8 @@
 //! failure is stored on the connection (the provider's error, the attempts, the next attempt
 //! time, backing off) and reported by Nango's `auth` webhook (`operation: refresh`,
 //! `success: false`) once per failure streak; the success that ends a streak sends the same
-//! webhook with `success: true`. While backing off, a token that is still valid is used as is.
+//! webhook with `success: true`. When a refresh before use fails, or is backing off, a token
+//! that is still valid is used as is; only an expired one makes the caller fail.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -298,6 +299,10 @@ impl Refresher {
                         Some((source.kind(), &source.to_string())),
                     );
                     self.notify(&current, payload).await;
+                }
+                // Still valid for a while: the caller is better served by it than by an error.
+                if mode == Mode::IfNeeded && current.credentials.expires_at().is_some_and(|t| t > now) {
+                    return Ok(current);
                 }
                 Err(RefreshError::Failed { connection: key.1.clone(), source })
             }
