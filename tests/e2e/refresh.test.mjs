@@ -3,6 +3,7 @@
 // an upstream API that only takes tokens that server issued, and the real gateway in front.
 // Two gateway processes on one PostgreSQL database share one refresh per connection.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 
@@ -11,6 +12,18 @@ import { startGateway } from '../support/gateway.mjs';
 import { eventually, startReceiver } from '../support/webhooks.mjs';
 
 const CLIENT_SECRET = 'refreshy-client-secret';
+const APP_KEY = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const APP_KEY_PEM = APP_KEY.privateKey.export({ type: 'pkcs1', format: 'pem' });
+
+/** Whether `jwt` is an RS256 token of app 12345 signed with APP_KEY and not expired. */
+function validAppJwt(jwt) {
+    const [header, payload, signature] = (jwt || '').split('.');
+    if (!signature) return false;
+    const signed = crypto.verify('RSA-SHA256', Buffer.from(`${header}.${payload}`), APP_KEY.publicKey, Buffer.from(signature, 'base64url'));
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+    const alg = JSON.parse(Buffer.from(header, 'base64url').toString('utf8')).alg;
+    return signed && alg === 'RS256' && claims.iss === '12345' && claims.exp > Date.now() / 1000 && claims.exp - claims.iat <= 600;
+}
 
 /** The token endpoint: `behave.set(refreshToken, 'invalid_grant' | 'malformed' | 'keep')`. */
 async function startTokenServer() {
@@ -25,6 +38,14 @@ async function startTokenServer() {
             res.writeHead(status, { 'content-type': 'application/json' });
             res.end(JSON.stringify(body));
         };
+        const installation = req.url.match(/^\/app\/installations\/(\d+)\/access_tokens$/);
+        if (installation) {
+            if (!validAppJwt((req.headers.authorization || '').replace(/^Bearer /, ''))) return json(401, { message: 'A JSON web token could not be decoded' });
+            if (installation[1] !== '777') return json(404, { message: 'Not Found' });
+            const accessToken = `ghs-${++state.count}`;
+            state.issued.add(accessToken);
+            return json(201, { token: accessToken, expires_at: new Date(Date.now() + 3600_000).toISOString() });
+        }
         if (form.grant_type === 'client_credentials') {
             if (form.client_id !== 'cc-id' || form.client_secret !== 'cc-secret') return json(401, { error: 'invalid_client' });
             const accessToken = `cc-${++state.count}`;
@@ -100,6 +121,15 @@ ccy:
     proxy:
         base_url: ${apiUrl}/api
     docs: https://example.com/ccy
+appy:
+    display_name: Appy
+    categories: [dev-tools]
+    auth_mode: APP
+    authorization_url: ${tokenUrl}/apps/appy/installations/new
+    token_url: ${tokenUrl}/app/installations/\${connectionConfig.installation_id}/access_tokens
+    proxy:
+        base_url: ${apiUrl}/api
+    docs: https://example.com/appy
 `;
 }
 
@@ -115,11 +145,15 @@ function gatewayOptions(tokens, api, receiver) {
             '  ccy:',
             '    provider: ccy',
             '    scopes: [read, write]',
+            '  appy:',
+            '    provider: appy',
+            "    app_id: '12345'",
+            '    private_key: ${file:app.pem}',
             'webhooks:',
             `  primary_url: ${receiver.url}/hooks`,
             ''
         ].join('\n'),
-        files: { 'test-catalog.yaml': catalog(tokens.url, api.url) },
+        files: { 'test-catalog.yaml': catalog(tokens.url, api.url), 'app.pem': APP_KEY_PEM },
         // No background scan unless a test asks for one: it would race the requests under test.
         env: { REFRESHY_SECRET: CLIENT_SECRET, LATCHKEY_REFRESH_SCAN_INTERVAL: '3600' }
     };
@@ -346,6 +380,35 @@ for (const db of databases()) {
             assert.match(body.credentials.token, /^cc-\d+$/);
             assert.equal(body.credentials.client_id, 'cc-id');
             assert.ok(Date.parse(body.credentials.expires_at) > Date.now() + 50 * 60_000);
+        });
+
+        it('mints GitHub App installation tokens with the app key, and renews them', async () => {
+            const importApp = (installationId) =>
+                gateway.fetch('/connections', {
+                    method: 'POST',
+                    headers: { 'content-type': 'application/json' },
+                    body: JSON.stringify({ provider_config_key: 'appy', connection_id: `install-${installationId}`, credentials: { type: 'APP', installation_id: installationId } })
+                });
+            let res = await importApp(777);
+            assert.equal(res.status, 201);
+            const created = await res.json();
+            assert.equal(created.credentials.type, 'APP');
+            assert.match(created.credentials.access_token, /^ghs-\d+$/);
+            assert.equal(created.connection_config.installation_id, '777');
+            const proxied = await fetch(`${gateway.url}/proxy/whoami`, {
+                headers: { authorization: `Bearer ${gateway.secretKey}`, 'provider-config-key': 'appy', 'connection-id': 'install-777' }
+            });
+            assert.equal(proxied.status, 200);
+            assert.equal((await proxied.json()).token, created.credentials.access_token);
+            const renewed = await (await gateway.fetch('/connections/install-777?provider_config_key=appy&force_refresh=true')).json();
+            assert.match(renewed.credentials.access_token, /^ghs-\d+$/);
+            assert.notEqual(renewed.credentials.access_token, created.credentials.access_token);
+
+            res = await importApp(999);
+            assert.equal(res.status, 400);
+            const body = await res.json();
+            assert.equal(body.error.code, 'connection_test_failed');
+            assert.match(body.error.message, /HTTP 404\): Not Found/);
         });
 
         it('explains a malformed token response', async () => {

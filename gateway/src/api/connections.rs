@@ -304,10 +304,19 @@ pub enum ImportedCredentials {
     Tba { token_id: String, token_secret: String, config_override: Option<Value> },
     #[serde(rename = "NONE")]
     None {},
+    /// A GitHub App installation; its token is minted at import.
+    #[serde(rename = "APP")]
+    App { app_id: Option<String>, installation_id: Value },
+}
+
+/// Imported credentials: ready to store, or a GitHub App installation whose token is minted.
+enum Imported {
+    Ready(Credentials),
+    AppInstallation { app_id: Option<String>, installation_id: String },
 }
 
 impl ImportedCredentials {
-    fn into_credentials(self) -> Result<Credentials, ApiError> {
+    fn into_credentials(self) -> Result<Imported, ApiError> {
         let expiry = |v: Option<Value>| -> Result<Option<DateTime<Utc>>, ApiError> {
             match v {
                 None | Some(Value::Null) => Ok(None),
@@ -323,7 +332,7 @@ impl ImportedCredentials {
                 Ok(())
             }
         };
-        Ok(match self {
+        Ok(Imported::Ready(match self {
             ImportedCredentials::OAuth2 { access_token, refresh_token, expires_at, config_override, raw } => {
                 required(&access_token, "access_token")?;
                 let raw = raw.unwrap_or_else(|| {
@@ -373,7 +382,20 @@ impl ImportedCredentials {
                 Credentials::Tba { token_id, token_secret, config_override }
             }
             ImportedCredentials::None {} => Credentials::None,
-        })
+            ImportedCredentials::App { app_id, installation_id } => {
+                let installation_id = match installation_id {
+                    Value::String(s) if !s.is_empty() => s,
+                    Value::Number(n) => n.to_string(),
+                    _ => {
+                        return Err(ApiError::invalid_body(
+                            "must be the installation's id",
+                            &["credentials", "installation_id"],
+                        ))
+                    }
+                };
+                return Ok(Imported::AppInstallation { app_id, installation_id });
+            }
+        }))
     }
 }
 
@@ -402,7 +424,30 @@ pub async fn import(
     })?;
     let connection_id = body.connection_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     validate_connection_id(&connection_id)?;
-    let credentials = body.credentials.into_credentials()?;
+    let mut connection_config = body.connection_config.unwrap_or_default();
+    let credentials = match body.credentials.into_credentials()? {
+        Imported::Ready(credentials) => credentials,
+        Imported::AppInstallation { app_id, installation_id } => {
+            if app_id.as_ref().is_some_and(|id| Some(id) != integration.credentials.app_id.as_ref()) {
+                return Err(ApiError::invalid_body(
+                    format!("integration `{}` is another GitHub App", integration.unique_key),
+                    &["credentials", "app_id"],
+                ));
+            }
+            connection_config.insert("installation_id".into(), Value::String(installation_id));
+            let provider = config.catalog.get(&integration.provider).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_provider",
+                    "the integration's provider is not in the catalog",
+                )
+            })?;
+            app.refresh
+                .app_credentials(provider, &integration, &connection_config)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "connection_test_failed", e.to_string()))?
+        }
+    };
     if let Some(provider) = config.catalog.get(&integration.provider) {
         let mode = provider.auth_mode.map(|m| m.as_str()).unwrap_or("NONE");
         if credentials.mode() != mode {
@@ -430,7 +475,7 @@ pub async fn import(
         connection_id,
         provider: integration.provider.clone(),
         credentials,
-        connection_config: body.connection_config.unwrap_or_default(),
+        connection_config,
         metadata: body.metadata,
         tags,
         end_user,

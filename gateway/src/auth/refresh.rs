@@ -335,11 +335,23 @@ impl Refresher {
                 let grant = Grant::ClientCredentials { scopes: &scopes };
                 token::request(&self.http, provider, integration, config, client, grant).await
             }
+            Credentials::App { .. } => token::installation_token(&self.http, provider, integration, config).await,
             other => Err(TokenError::Unsupported {
                 provider: provider.name.clone(),
                 what: format!("refreshing {} credentials", other.mode()),
             }),
         }
+    }
+
+    /// Mints the first installation token of a GitHub App connection.
+    pub async fn app_credentials(
+        &self,
+        provider: &Provider,
+        integration: &Integration,
+        connection_config: &serde_json::Map<String, Value>,
+    ) -> Result<Credentials, TokenError> {
+        let tokens = token::installation_token(&self.http, provider, integration, connection_config).await?;
+        Ok(Credentials::App { access_token: tokens.access_token, expires_at: tokens.expires_at, raw: tokens.raw })
     }
 
     async fn notify(&self, connection: &Connection, payload: Value) {
@@ -351,7 +363,10 @@ impl Refresher {
 
 /// Whether these credentials can be renewed without the user.
 fn refreshable(connection: &Connection) -> bool {
-    matches!(&connection.credentials, Credentials::OAuth2 { refresh_token: Some(_), .. } | Credentials::OAuth2Cc { .. })
+    matches!(
+        &connection.credentials,
+        Credentials::OAuth2 { refresh_token: Some(_), .. } | Credentials::OAuth2Cc { .. } | Credentials::App { .. }
+    )
 }
 
 /// The refresh margin: the integration's, else the provider's, else 15 minutes.
