@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::refresh::Refresher;
 use crate::config::{Config, ConfigHandle};
 use crate::integration::Integration;
 use crate::logs::Logs;
@@ -19,6 +20,8 @@ pub struct App {
     pub server_url: String,
     /// Webhooks to the customer: `app.webhooks.enqueue(event)`.
     pub webhooks: Arc<Webhooks>,
+    /// Token refresh: `app.refresh.fresh(..)` before use, `app.refresh.force(..)` after a 401.
+    pub refresh: Arc<Refresher>,
 }
 
 impl App {

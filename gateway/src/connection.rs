@@ -64,6 +64,15 @@ pub enum Credentials {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         config_override: Option<Value>,
     },
+    /// A GitHub App installation token, minted with the app's key.
+    #[serde(rename = "APP")]
+    App {
+        access_token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::iso_opt")]
+        expires_at: Option<DateTime<Utc>>,
+        #[serde(default)]
+        raw: Value,
+    },
     #[serde(rename = "NONE")]
     None,
 }
@@ -78,13 +87,16 @@ impl Credentials {
             Credentials::ApiKey { .. } => "API_KEY",
             Credentials::Basic { .. } => "BASIC",
             Credentials::Tba { .. } => "TBA",
+            Credentials::App { .. } => "APP",
             Credentials::None => "NONE",
         }
     }
 
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
         match self {
-            Credentials::OAuth2 { expires_at, .. } | Credentials::OAuth2Cc { expires_at, .. } => *expires_at,
+            Credentials::OAuth2 { expires_at, .. }
+            | Credentials::OAuth2Cc { expires_at, .. }
+            | Credentials::App { expires_at, .. } => *expires_at,
             _ => None,
         }
     }
@@ -110,6 +122,7 @@ impl Credentials {
             Credentials::ApiKey { api_key } => vec![Some(api_key)],
             Credentials::Basic { password, .. } => vec![Some(password)],
             Credentials::Tba { token_id, token_secret, .. } => vec![Some(token_id), Some(token_secret)],
+            Credentials::App { access_token, .. } => vec![Some(access_token)],
             Credentials::None => Vec::new(),
         };
         values.into_iter().flatten().map(String::as_str).filter(|s| !s.is_empty()).collect()

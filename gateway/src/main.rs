@@ -130,6 +130,10 @@ struct ServeArgs {
     /// Worker threads of the edge [default: the number of CPUs].
     #[arg(long, env = "LATCHKEY_THREADS")]
     threads: Option<usize>,
+    /// Seconds between scans for connections whose tokens near expiry, which are refreshed in
+    /// the background.
+    #[arg(long, env = "LATCHKEY_REFRESH_SCAN_INTERVAL", default_value_t = 60)]
+    refresh_scan_interval: u64,
     /// Seconds to let in-flight requests finish on SIGTERM.
     #[arg(long, env = "LATCHKEY_SHUTDOWN_GRACE", default_value_t = 10)]
     shutdown_grace: u64,
@@ -188,6 +192,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         server_url: args.server_url,
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
         shutdown_grace_seconds: args.shutdown_grace,
+        refresh_scan_interval: std::time::Duration::from_secs(args.refresh_scan_interval.max(1)),
     };
     match serve(options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub server_url: String,
     pub threads: usize,
     pub shutdown_grace_seconds: u64,
+    /// How often connections nearing expiry are looked for and refreshed.
+    pub refresh_scan_interval: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,7 @@ pub fn serve(options: ServeOptions) -> Result<(), StartError> {
         config.spawn_watchers();
         app.store.spawn_change_listener();
         app.webhooks.spawn_worker();
+        crate::auth::refresh::spawn_background(Arc::clone(&app), options.refresh_scan_interval);
     });
 
     let mut conf = ServerConf {
@@ -122,10 +125,11 @@ async fn open_app(options: &ServeOptions, config: Arc<ConfigHandle>) -> Result<A
     let webhooks = crate::webhooks::Webhooks::new(store.db.clone(), Arc::clone(&config), secret_key.clone());
     Ok(Arc::new(App {
         config,
-        store,
+        store: Arc::clone(&store),
         logs,
         secret_key,
         server_url: options.server_url.trim_end_matches('/').to_string(),
+        refresh: crate::auth::refresh::Refresher::new(Arc::clone(&store), Arc::clone(&webhooks)),
         webhooks,
     }))
 }

@@ -14,7 +14,8 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::extract::{flag, Body, Query, SecretKey};
 use crate::app::App;
-use crate::connection::{Credentials, EndUser, Organization};
+use crate::auth::refresh::RefreshError;
+use crate::connection::{Connection, Credentials, EndUser, Organization};
 use crate::store::connections::{ListFilter, NewConnection, Patch, Upserted};
 use crate::webhooks::{auth_payload, AuthOperation, Event};
 
@@ -81,21 +82,34 @@ pub async fn show(
     Query(q): Query<ShowQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let key = required_key(q.provider_config_key)?;
-    flag(&q.force_refresh, "force_refresh")?;
+    let force_refresh = flag(&q.force_refresh, "force_refresh")?;
     flag(&q.refresh_github_app_jwt_token, "refresh_github_app_jwt_token")?;
     let with_refresh_token = flag(&q.refresh_token, "refresh_token")?;
     let config = app.config.current();
-    if app.integration(&config, &key).is_none() {
+    let Some(integration) = app.integration(&config, &key) else {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "unknown_provider_config", "Provider does not exists"));
-    }
+    };
     let now = Utc::now();
     let mut connection = app
         .store
         .connections
-        .read(&key, &connection_id)
+        .get(&key, &connection_id)
         .await?
         .ok_or_else(|| ApiError::not_found("Failed to find connection"))?;
+    if let Some(provider) = config.catalog.get(&integration.provider) {
+        let refreshed = if force_refresh {
+            app.refresh.force(&integration, provider, Arc::clone(&connection)).await
+        } else {
+            app.refresh.fresh(&integration, provider, Arc::clone(&connection)).await
+        };
+        connection = refreshed.map_err(|e| match e {
+            RefreshError::Store(e) => ApiError::from(e),
+            other => ApiError::new(other.status(), "invalid_credentials", other.public_message())
+                .with_payload(json!({ "connection": connection.to_api_summary() })),
+        })?;
+    }
     app.store.connections.touch(&key, &connection_id, now).await?;
+    let mut connection = Connection::clone(&connection);
     connection.last_fetched_at = Some(now);
     Ok(Json(connection.to_api_full(with_refresh_token)))
 }
@@ -290,10 +304,19 @@ pub enum ImportedCredentials {
     Tba { token_id: String, token_secret: String, config_override: Option<Value> },
     #[serde(rename = "NONE")]
     None {},
+    /// A GitHub App installation; its token is minted at import.
+    #[serde(rename = "APP")]
+    App { app_id: Option<String>, installation_id: Value },
+}
+
+/// Imported credentials: ready to store, or a GitHub App installation whose token is minted.
+enum Imported {
+    Ready(Credentials),
+    AppInstallation { app_id: Option<String>, installation_id: String },
 }
 
 impl ImportedCredentials {
-    fn into_credentials(self) -> Result<Credentials, ApiError> {
+    fn into_credentials(self) -> Result<Imported, ApiError> {
         let expiry = |v: Option<Value>| -> Result<Option<DateTime<Utc>>, ApiError> {
             match v {
                 None | Some(Value::Null) => Ok(None),
@@ -309,7 +332,7 @@ impl ImportedCredentials {
                 Ok(())
             }
         };
-        Ok(match self {
+        Ok(Imported::Ready(match self {
             ImportedCredentials::OAuth2 { access_token, refresh_token, expires_at, config_override, raw } => {
                 required(&access_token, "access_token")?;
                 let raw = raw.unwrap_or_else(|| {
@@ -359,7 +382,20 @@ impl ImportedCredentials {
                 Credentials::Tba { token_id, token_secret, config_override }
             }
             ImportedCredentials::None {} => Credentials::None,
-        })
+            ImportedCredentials::App { app_id, installation_id } => {
+                let installation_id = match installation_id {
+                    Value::String(s) if !s.is_empty() => s,
+                    Value::Number(n) => n.to_string(),
+                    _ => {
+                        return Err(ApiError::invalid_body(
+                            "must be the installation's id",
+                            &["credentials", "installation_id"],
+                        ))
+                    }
+                };
+                return Ok(Imported::AppInstallation { app_id, installation_id });
+            }
+        }))
     }
 }
 
@@ -388,7 +424,30 @@ pub async fn import(
     })?;
     let connection_id = body.connection_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     validate_connection_id(&connection_id)?;
-    let credentials = body.credentials.into_credentials()?;
+    let mut connection_config = body.connection_config.unwrap_or_default();
+    let credentials = match body.credentials.into_credentials()? {
+        Imported::Ready(credentials) => credentials,
+        Imported::AppInstallation { app_id, installation_id } => {
+            if app_id.as_ref().is_some_and(|id| Some(id) != integration.credentials.app_id.as_ref()) {
+                return Err(ApiError::invalid_body(
+                    format!("integration `{}` is another GitHub App", integration.unique_key),
+                    &["credentials", "app_id"],
+                ));
+            }
+            connection_config.insert("installation_id".into(), Value::String(installation_id));
+            let provider = config.catalog.get(&integration.provider).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_provider",
+                    "the integration's provider is not in the catalog",
+                )
+            })?;
+            app.refresh
+                .app_credentials(provider, &integration, &connection_config)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "connection_test_failed", e.to_string()))?
+        }
+    };
     if let Some(provider) = config.catalog.get(&integration.provider) {
         let mode = provider.auth_mode.map(|m| m.as_str()).unwrap_or("NONE");
         if credentials.mode() != mode {
@@ -416,7 +475,7 @@ pub async fn import(
         connection_id,
         provider: integration.provider.clone(),
         credentials,
-        connection_config: body.connection_config.unwrap_or_default(),
+        connection_config,
         metadata: body.metadata,
         tags,
         end_user,

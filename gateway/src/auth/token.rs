@@ -121,6 +121,9 @@ impl Tokens {
                 raw: self.raw,
                 config_override: config_override.clone(),
             },
+            Credentials::App { .. } => {
+                Credentials::App { access_token: self.access_token, expires_at: self.expires_at, raw: self.raw }
+            }
             _ => self.into_credentials(None),
         }
     }
@@ -134,6 +137,8 @@ pub enum TokenError {
     MissingConfig { provider: String, place: String, missing: Vec<String> },
     #[error("integration `{0}` has no OAuth client id and secret; set client_id and client_secret")]
     NoClient(String),
+    #[error("integration `{0}` has no usable GitHub App id and RSA private key (PEM, or base64 of PEM); set app_id and private_key")]
+    NoAppKey(String),
     #[error("provider `{provider}` uses {what}, which this version of Latchkey does not support")]
     Unsupported { provider: String, what: String },
     #[error("the token URL `{0}` is not an absolute http(s) URL")]
@@ -178,6 +183,7 @@ impl TokenError {
             TokenError::NoTokenUrl(_)
             | TokenError::MissingConfig { .. }
             | TokenError::NoClient(_)
+            | TokenError::NoAppKey(_)
             | TokenError::Unsupported { .. }
             | TokenError::BadUrl(_) => "invalid_configuration",
             TokenError::Timeout { .. } => "token_endpoint_timeout",
@@ -218,6 +224,75 @@ pub async fn request(
         response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = response.bytes().await.map_err(|e| transport_error(e, &host))?;
     parse(provider, &grant, status, content_type.as_deref(), &body, Utc::now())
+}
+
+/// A GitHub App installation token: a JWT signed with the app's private key (RS256, issued by
+/// the app id, valid ten minutes) traded at the provider's token URL (which names the
+/// installation through `${connectionConfig.installation_id}`).
+pub async fn installation_token(
+    http: &reqwest::Client,
+    provider: &Provider,
+    integration: &Integration,
+    connection_config: &Map<String, Value>,
+) -> Result<Tokens, TokenError> {
+    let url = token_url(provider, connection_config, AuthMode::App)?;
+    let jwt = app_jwt(integration, Utc::now())?;
+    let host = url.host_str().map(|h| url.port().map_or(h.to_string(), |p| format!("{h}:{p}"))).unwrap_or_default();
+    let response = http
+        .post(url)
+        .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+        .header(reqwest::header::AUTHORIZATION, format!("Bearer {jwt}"))
+        .send()
+        .await
+        .map_err(|e| transport_error(e, &host))?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| transport_error(e, &host))?;
+    let decoded = decode(Some("application/json"), &body);
+    if !(200..300).contains(&status) {
+        if let Some((error, description)) = decoded.as_ref().and_then(provider_error) {
+            return Err(TokenError::Provider { status, error, description });
+        }
+        return Err(TokenError::Status { status, excerpt: excerpt(&body) });
+    }
+    let raw =
+        decoded.ok_or_else(|| TokenError::Malformed(format!("HTTP {status} with a body that is not a JSON object")))?;
+    let access_token = raw
+        .get("token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| TokenError::Malformed("the response has no token".into()))?;
+    let expires_at = match raw.get("expires_at").filter(|v| !v.is_null()) {
+        Some(v) => Some(
+            crate::time::parse_instant(v)
+                .ok_or_else(|| TokenError::Malformed(format!("expires_at {v} is not a date")))?,
+        ),
+        None => None,
+    };
+    Ok(Tokens { access_token, refresh_token: None, expires_at, token_type: None, raw, metadata: Map::new() })
+}
+
+/// The app's JWT. The key is PEM, or base64 of PEM as Nango stores it.
+fn app_jwt(integration: &Integration, now: DateTime<Utc>) -> Result<String, TokenError> {
+    let no_key = || TokenError::NoAppKey(integration.unique_key.clone());
+    let credentials = &integration.credentials;
+    let app_id = credentials.app_id.as_deref().or(credentials.client_id.as_deref()).ok_or_else(no_key)?;
+    let key = credentials.private_key.as_ref().or(credentials.client_secret.as_ref()).ok_or_else(no_key)?;
+    let text = key.expose().trim();
+    let pem = if text.starts_with("-----BEGIN") {
+        text.as_bytes().to_vec()
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| no_key())?
+    };
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(|_| no_key())?;
+    // Issued a minute early: GitHub refuses tokens from a clock that runs ahead of its own.
+    let claims = serde_json::json!({
+        "iat": now.timestamp() - 60,
+        "exp": now.timestamp() + 540,
+        "iss": app_id,
+    });
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key)
+        .map_err(|_| no_key())
 }
 
 fn transport_error(e: reqwest::Error, host: &str) -> TokenError {
@@ -262,7 +337,8 @@ fn prepare(
     client: Option<Client<'_>>,
     grant: &Grant<'_>,
 ) -> Result<Prepared, TokenError> {
-    let mut url = token_url(provider, connection_config, grant)?;
+    let mode = if grant.is_client_credentials() { AuthMode::OAuth2Cc } else { AuthMode::OAuth2 };
+    let mut url = token_url(provider, connection_config, mode)?;
     let client = match client {
         Some(c) => c,
         None => match (&integration.credentials.client_id, &integration.credentials.client_secret) {
@@ -385,12 +461,11 @@ fn set(params: &mut Vec<(String, String)>, name: &str, value: String) {
 fn token_url(
     provider: &Provider,
     connection_config: &Map<String, Value>,
-    grant: &Grant<'_>,
+    mode: AuthMode,
 ) -> Result<url::Url, TokenError> {
     let template_text = match &provider.token_url {
         Some(TokenUrl::One(url)) => url.as_str(),
         Some(TokenUrl::PerMode(urls)) => {
-            let mode = if grant.is_client_credentials() { AuthMode::OAuth2Cc } else { AuthMode::OAuth2 };
             urls.get(mode.as_str()).ok_or_else(|| TokenError::NoTokenUrl(provider.name.clone()))?.as_str()
         }
         None => return Err(TokenError::NoTokenUrl(provider.name.clone())),
@@ -551,9 +626,12 @@ fn decode(content_type: Option<&str>, body: &[u8]) -> Option<Value> {
     looks_like_tokens.then_some(Value::Object(pairs))
 }
 
-/// The provider's `error` and `error_description`, verbatim.
+/// The provider's `error` and `error_description` (or a bare `message`), verbatim.
 fn provider_error(value: &Value) -> Option<(String, Option<String>)> {
-    let error = match value.get("error")? {
+    let Some(error) = value.get("error") else {
+        return value.get("message").and_then(Value::as_str).map(|m| (m.to_string(), None));
+    };
+    let error = match error {
         Value::String(s) => s.clone(),
         Value::Object(inner) => inner
             .get("code")

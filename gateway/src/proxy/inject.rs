@@ -32,7 +32,7 @@ impl<'a> ProxyVars<'a> {
 
     fn access_token(&self) -> Option<&str> {
         match &self.connection.credentials {
-            Credentials::OAuth2 { access_token, .. } => Some(access_token),
+            Credentials::OAuth2 { access_token, .. } | Credentials::App { access_token, .. } => Some(access_token),
             Credentials::OAuth2Cc { token, .. } => Some(token),
             _ => None,
         }
@@ -108,7 +108,7 @@ pub fn headers(
 ) -> Result<Vec<(String, String)>, InjectError> {
     let mut out: Vec<(String, String)> = Vec::new();
     match &vars.connection.credentials {
-        Credentials::OAuth2 { access_token, .. } => {
+        Credentials::OAuth2 { access_token, .. } | Credentials::App { access_token, .. } => {
             out.push(("authorization".into(), format!("Bearer {access_token}")))
         }
         Credentials::OAuth2Cc { token, .. } => out.push(("authorization".into(), format!("Bearer {token}"))),

@@ -471,16 +471,27 @@ impl Edge {
     }
 
     /// The one place a 401 from the upstream asks for new credentials: the connection is read
-    /// again from the database (another node, or a refresh, may have replaced the token). The
-    /// request is sent once more only when the credentials changed.
+    /// again (another node may have replaced the token, or the user re-imported it) and, when it
+    /// is unchanged, refreshed by force. The request is sent once more only when the credentials
+    /// changed.
     async fn renew_after_unauthorized(&self, plan: &Plan) -> bool {
         let (key, id) = (&plan.integration.unique_key, &plan.connection.connection_id);
         self.app.store.connections.forget(key, id);
-        match self.app.store.connections.get(key, id).await {
-            Ok(Some(fresh)) => fresh.credentials != plan.connection.credentials,
-            Ok(None) => false,
+        let stored = match self.app.store.connections.get(key, id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return false,
             Err(e) => {
                 tracing::warn!(integration = %key, connection = %id, "cannot read the connection after a 401: {e}");
+                return false;
+            }
+        };
+        if stored.credentials != plan.connection.credentials {
+            return true;
+        }
+        match self.app.refresh.force(&plan.integration, &plan.provider, stored).await {
+            Ok(renewed) => renewed.credentials != plan.connection.credentials,
+            Err(e) => {
+                tracing::warn!(integration = %key, connection = %id, "the refresh after a 401 failed: {e}");
                 false
             }
         }

@@ -79,6 +79,7 @@ pub async fn plan(app: &App, key: &str, connection_id: &str, outbound: &Outbound
                 format!("There is no connection `{connection_id}` for integration `{key}`"),
             )
         })?;
+    let connection = app.refresh.fresh(&integration, &provider, connection).await?;
     let (target, headers) = prepare(outbound, &provider, &integration, &connection)?;
     Ok(Plan { integration, provider, connection, target, headers })
 }

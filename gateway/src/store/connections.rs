@@ -11,7 +11,7 @@ use moka::sync::Cache;
 use serde_json::{Map, Value};
 use sqlx::QueryBuilder;
 
-use super::{announce, Change, Db, KeyRing, Sealed, StoreError};
+use super::{announce, BeginWrite, Change, Db, KeyRing, Sealed, StoreError};
 use crate::connection::{Connection, Credentials, EndUser};
 use crate::time::{from_millis, now_millis};
 use crate::with_pool;
@@ -190,7 +190,7 @@ impl Connections {
         let end_user = new.end_user.as_ref().map(serde_json::to_string).transpose()?;
         let metadata = new.metadata.as_ref().map(|m| Value::Object(m.clone()).to_string());
         let upserted = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let existing: Option<i64> =
                 sqlx::query_scalar("SELECT id FROM connections WHERE provider_config_key = $1 AND connection_id = $2")
                     .bind(&new.provider_config_key)
@@ -291,7 +291,7 @@ impl Connections {
     ) -> Result<bool, StoreError> {
         let end_user = patch.end_user.as_ref().map(serde_json::to_string).transpose()?;
         let found = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let id: Option<i64> = sqlx::query_scalar(
                 "UPDATE connections SET
                     end_user = COALESCE($3, end_user),
@@ -358,7 +358,7 @@ impl Connections {
         merge: bool,
     ) -> Result<Vec<String>, StoreError> {
         let missing = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let mut missing = Vec::new();
             for id in connection_ids {
                 let current: Option<Option<String>> = sqlx::query_scalar(

@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{announce, Change, Db, KeyRing, Sealed, StoreError};
+use super::{announce, BeginWrite, Change, Db, KeyRing, Sealed, StoreError};
 use crate::integration::{AppCredentials, Integration, Origin};
 use crate::secret::Secret;
 use crate::time::{from_millis, now_millis};
@@ -170,7 +170,7 @@ impl Integrations {
         }
         let sealed = self.seal(&integration.credentials)?;
         let updated = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             if renamed {
                 let connections: i64 =
                     sqlx::query_scalar("SELECT COUNT(*) FROM connections WHERE provider_config_key = $1")
@@ -214,7 +214,7 @@ impl Integrations {
     /// Deletes the integration and its connections; `false` when there was none.
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let deleted = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query("DELETE FROM connections WHERE provider_config_key = $1").bind(key).execute(&mut *tx).await?;
             let deleted = sqlx::query("DELETE FROM integrations WHERE unique_key = $1")
                 .bind(key)
