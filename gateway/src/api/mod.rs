@@ -48,6 +48,8 @@ fn routes() -> Router<Arc<App>> {
         .route("/connection/{id}", get(connections::show).delete(connections::delete))
         .route("/admin/config", get(admin::config))
         .route("/admin/reload", post(admin::reload))
+        .merge(crate::records::api::routes())
+        .merge(crate::functions::api::routes())
         .fallback(|| async { ApiError::not_found("No such endpoint") })
 }
 

@@ -50,6 +50,8 @@ pub struct Config {
     pub integrations: IndexMap<String, Arc<Integration>>,
     /// Models declared in the config file, as written.
     pub models: IndexMap<String, Value>,
+    /// The syncs and actions, compiled.
+    pub functions: Arc<crate::functions::Functions>,
     /// Every file this snapshot was read from, to watch for changes.
     pub files: Vec<PathBuf>,
     /// A hash of the text of every file read; equal fingerprints mean an unchanged configuration.
@@ -66,6 +68,7 @@ impl Config {
             catalog: Catalog::default(),
             integrations: IndexMap::new(),
             models: IndexMap::new(),
+            functions: Arc::default(),
             files: Vec::new(),
             fingerprint: 0,
         }
@@ -89,6 +92,7 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
             return Err(problems);
         }
     };
+    let mut functions = None;
     let document = match text.as_deref().map(yaml::parse) {
         None => NangoYaml::default(),
         Some(Err(e)) => {
@@ -102,6 +106,7 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
                 problems.locate(path, text.as_deref().unwrap_or_default());
                 return Err(problems);
             }
+            functions = Some(crate::functions::catalog::load(&value, path, &base_dir));
             match serde_json::from_value::<NangoYaml>(value) {
                 Ok(doc) => doc,
                 Err(e) => {
@@ -132,6 +137,8 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         }
     }
 
+    let functions = functions.unwrap_or_else(crate::functions::catalog::Loaded::empty);
+    problems.0.extend(functions.problems);
     if let Some(text) = &text {
         problems.locate(path, text);
     }
@@ -140,8 +147,9 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
     }
     let mut files = loaded.files;
     files.push(path.clone());
+    files.extend(functions.files.iter().map(|(file, _)| file.clone()));
     let mut hasher = std::hash::DefaultHasher::new();
-    (loaded.fingerprint, &text).hash(&mut hasher);
+    (loaded.fingerprint, &text, &functions.files).hash(&mut hasher);
     Ok(Config {
         version,
         loaded_at: Utc::now(),
@@ -149,6 +157,7 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         catalog: loaded.catalog,
         integrations,
         models: document.models.into_iter().map(|(k, v)| (k, v.map(Value::Object).unwrap_or(Value::Null))).collect(),
+        functions: Arc::new(functions.functions),
         files,
         fingerprint: hasher.finish(),
     })
