@@ -73,6 +73,7 @@ pub fn serve(options: ServeOptions) -> Result<(), StartError> {
     runtime.block_on(async {
         config.spawn_watchers();
         app.store.spawn_change_listener();
+        crate::functions::start(&app);
     });
 
     let mut conf = ServerConf {

@@ -15,3 +15,16 @@ pub use catalog::{Function, Functions, Kind};
 pub use host::ENV_PREFIX;
 pub use run::{invoke, Context, Finished, FunctionError, Limits, SyncRun};
 pub use state::clear_or_save as save_checkpoint;
+
+/// Starts what functions need in the background: the JavaScript engine is compiled ahead of the
+/// first run when the configuration has functions (compiling it takes a while).
+pub fn start(app: &std::sync::Arc<crate::app::App>) {
+    if app.config.current().functions.is_empty() {
+        return;
+    }
+    tokio::task::spawn_blocking(|| {
+        if let Err(e) = sandbox::Sandbox::get().and_then(|s| s.js_engine()) {
+            tracing::error!("functions cannot run: {e}");
+        }
+    });
+}

@@ -213,19 +213,18 @@ pub async fn invoke(app: Arc<App>, context: Context) -> Finished {
 
 fn run_blocking(app: Arc<App>, context: Arc<Context>, runtime: tokio::runtime::Handle) -> Finished {
     let limits = context.limits;
-    let deadline = Instant::now() + limits.wall_time;
-    let host = Arc::new(Mutex::new(FunctionHost::new(app, runtime, Arc::clone(&context), deadline)));
+    let host = Arc::new(Mutex::new(FunctionHost::new(app, runtime, Arc::clone(&context), Instant::now())));
     let ran = Sandbox::get().and_then(|sandbox| {
-        let shared = Box::new(Shared(Arc::clone(&host)));
-        match &context.function.code {
-            Code::JavaScript(_) => {
-                sandbox.run(sandbox.js_engine()?, ENTRY.as_bytes(), shared, limits.wall_time, limits.max_memory)
-            }
-            Code::Wasm(guest) => {
-                let input = context.to_js().to_string();
-                sandbox.run(guest, input.as_bytes(), shared, limits.wall_time, limits.max_memory)
-            }
+        let (guest, input) = match &context.function.code {
+            Code::JavaScript(_) => (sandbox.js_engine()?, ENTRY.to_string()),
+            Code::Wasm(guest) => (guest.as_ref(), context.to_js().to_string()),
+        };
+        // The clock starts once the engine is ready: compiling it is not the function's time.
+        if let Ok(mut host) = host.lock() {
+            host.deadline = Instant::now() + limits.wall_time;
         }
+        let shared = Box::new(Shared(Arc::clone(&host)));
+        sandbox.run(guest, input.as_bytes(), shared, limits.wall_time, limits.max_memory)
     });
     let state = match host.lock() {
         Ok(mut host) => std::mem::take(&mut host.state),

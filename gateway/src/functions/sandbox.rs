@@ -142,9 +142,11 @@ impl Sandbox {
             run.call(&mut store, (ptr, len))
         })();
         match outcome {
+            // QuickJS turns a refused allocation into an exception the function may even catch;
+            // the run still ends as having hit its memory limit.
+            _ if store.data().limiter.hit => Err(SandboxError::Memory(max_memory)),
             Ok(status) => Ok(status),
             Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Err(SandboxError::Timeout(wall_time)),
-            Err(_) if store.data().limiter.hit => Err(SandboxError::Memory(max_memory)),
             Err(e) => Err(SandboxError::Trap(format!("{e:#}"))),
         }
     }

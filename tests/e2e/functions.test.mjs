@@ -1,0 +1,210 @@
+// Functions end to end: the example GitHub functions of functions/ run in the sandbox against a
+// GitHub-like upstream on loopback, driven through @nangohq/node; and every limit of the
+// sandbox ends its run with a clear error while the gateway keeps serving.
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { Nango } from '@nangohq/node';
+
+import { databases } from '../support/db.mjs';
+import { REPO, startGateway } from '../support/gateway.mjs';
+import { GITHUB_TOKEN, githubCatalog, startGithub } from '../support/github.mjs';
+
+const CONFIG = `catalogs: [test-catalog.yaml]
+integrations:
+  github:
+    provider: github-loopback
+    syncs:
+      issues:
+        runs: every 1 hour
+        output: GithubIssue
+        sync_type: incremental
+        auto_start: false
+      labels:
+        runs: every 1 hour
+        output: GithubLabel
+        auto_start: false
+    actions:
+      create-issue:
+        output: CreatedIssue
+      endless: {}
+      bomb: {}
+      huge: {}
+      throws: {}
+      broken-later: {}
+models:
+  GithubIssue:
+    id: string
+  GithubLabel:
+    id: string
+  CreatedIssue:
+    id: string
+`;
+
+// Functions that break the rules, one per limit.
+const LIMIT_FUNCTIONS = {
+    'functions/github/actions/endless.js': 'export default async function run() { for (;;) {} }\n',
+    'functions/github/actions/bomb.js':
+        'export default async function run() { const keep = []; for (let i = 0; ; i++) keep.push(new Array(100000).fill(i)); }\n',
+    'functions/github/actions/huge.ts': "export default async function run(): Promise<string> { return 'x'.repeat(3 * 1024 * 1024); }\n",
+    'functions/github/actions/throws.ts':
+        "export default async function run(nango: any, input: { why: string }) { throw new Error(`refused: ${input.why}`); }\n",
+    'functions/github/actions/broken-later.ts': 'export default async function run() { return { version: 1 }; }\n'
+};
+
+async function exampleFunctions() {
+    const files = {};
+    for (const name of ['syncs/issues.ts', 'syncs/labels.ts', 'actions/create-issue.ts']) {
+        files[`functions/github/${name}`] = await fs.readFile(path.join(REPO, 'functions/github', name), 'utf8');
+    }
+    return files;
+}
+
+/** The status and body of a failed SDK call. */
+async function failureOf(promise) {
+    try {
+        await promise;
+    } catch (e) {
+        return { status: e.response?.status, body: e.response?.data };
+    }
+    assert.fail('expected the call to fail');
+}
+
+async function waitFor(what, check, timeoutMs = 60_000) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+        const value = await check();
+        if (value) return value;
+        if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 200));
+    }
+}
+
+for (const db of databases()) {
+    describe(`functions on ${db}`, () => {
+        let github, gateway, nango;
+
+        before(async () => {
+            github = await startGithub();
+            gateway = await startGateway({
+                db,
+                config: CONFIG,
+                files: { 'test-catalog.yaml': githubCatalog(github.url), ...(await exampleFunctions()), ...LIMIT_FUNCTIONS },
+                env: { LATCHKEY_FUNCTION_TIMEOUT_MS: '4000', LATCHKEY_FUNCTION_MEMORY_MB: '64' }
+            });
+            nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url });
+            const imported = await gateway.fetch('/connections', {
+                method: 'POST',
+                headers: { 'content-type': 'application/json' },
+                body: JSON.stringify({
+                    provider_config_key: 'github',
+                    connection_id: 'octo',
+                    credentials: { type: 'OAUTH2', access_token: GITHUB_TOKEN }
+                })
+            });
+            assert.equal(imported.status, 201, await imported.text());
+            await nango.setMetadata('github', 'octo', { owner: 'octo', repo: 'hello' });
+        });
+
+        after(async () => {
+            await gateway?.stop();
+            await github?.close();
+        });
+
+        it('runs the create-issue action through triggerAction, returning its output as is', async () => {
+            const created = await nango.triggerAction('github', 'octo', 'create-issue', {
+                owner: 'octo',
+                repo: 'hello',
+                title: 'From a function',
+                labels: ['bug']
+            });
+            assert.equal(created.number, 1);
+            assert.match(created.url, /octo\/hello\/issues\/1$/);
+            assert.equal(github.state.issues[0].title, 'From a function');
+            assert.deepEqual(github.state.issues[0].labels, [{ name: 'bug' }]);
+        });
+
+        it('retries a failing upstream as the function asked', async () => {
+            github.state.failNext = 1;
+            const created = await nango.triggerAction('github', 'octo', 'create-issue', { owner: 'octo', repo: 'hello', title: 'Retried' });
+            assert.equal(created.number, 2);
+        });
+
+        it('returns an ActionError with its payload', async () => {
+            const { status, body } = await failureOf(nango.triggerAction('github', 'octo', 'create-issue', { owner: 'octo', repo: 'hello' }));
+            assert.equal(status, 500);
+            assert.equal(body.error.code, 'action_script_runtime_error');
+            assert.deepEqual(body.error.payload, { message: 'a title is required', field: 'title' });
+        });
+
+        it('runs an action asynchronously with X-Async and serves its result later', async () => {
+            const started = await gateway.fetch('/action/trigger', {
+                method: 'POST',
+                headers: { 'content-type': 'application/json', 'provider-config-key': 'github', 'connection-id': 'octo', 'x-async': 'true' },
+                body: JSON.stringify({ action_name: 'create-issue', input: { owner: 'octo', repo: 'hello', title: 'Later' } })
+            });
+            assert.equal(started.status, 202);
+            const { id, statusUrl } = await started.json();
+            assert.equal(statusUrl, `/action/${id}`);
+            const result = await waitFor('the async action', async () => {
+                const res = await gateway.fetch(statusUrl);
+                return res.status === 200 ? res.json() : null;
+            });
+            assert.equal(result.number, 3);
+        });
+
+        it('refuses unknown actions and connections', async () => {
+            let r = await failureOf(nango.triggerAction('github', 'octo', 'no-such-action', {}));
+            assert.equal(r.status, 404);
+            assert.equal(r.body.error.code, 'unknown_action');
+            r = await failureOf(nango.triggerAction('github', 'nobody', 'create-issue', {}));
+            assert.equal(r.status, 404);
+        });
+
+        it('stops an endless loop at the time limit and keeps serving', async () => {
+            const { status, body } = await failureOf(nango.triggerAction('github', 'octo', 'endless', {}));
+            assert.equal(status, 500);
+            assert.equal(body.error.code, 'execution_timeout');
+            assert.match(body.error.message, /time limit/);
+            assert.equal((await gateway.fetch('/health')).status, 200);
+            assert.match(gateway.output, /time limit/, 'the failure is logged');
+        });
+
+        it('stops an allocation bomb at the memory limit', async () => {
+            const { status, body } = await failureOf(nango.triggerAction('github', 'octo', 'bomb', {}));
+            assert.equal(status, 500);
+            assert.equal(body.error.code, 'out_of_memory');
+            assert.match(body.error.message, /memory limit of 64 MiB/);
+        });
+
+        it('refuses an output over 2 MB', async () => {
+            const { status, body } = await failureOf(nango.triggerAction('github', 'octo', 'huge', {}));
+            assert.equal(status, 500);
+            assert.equal(body.error.code, 'script_output_too_large');
+            assert.match(body.error.message, /limit of 2097152 bytes/);
+        });
+
+        it('reports what a throwing function threw', async () => {
+            const { status, body } = await failureOf(nango.triggerAction('github', 'octo', 'throws', { why: 'no reason' }));
+            assert.equal(status, 500);
+            assert.equal(body.error.message, 'refused: no reason');
+            // And the sandbox is still fine for the next run.
+            const created = await nango.triggerAction('github', 'octo', 'create-issue', { owner: 'octo', repo: 'hello', title: 'After' });
+            assert.ok(created.number > 3);
+        });
+
+        it('keeps the previous version of a function that no longer compiles', async () => {
+            const file = path.join(gateway.dir, 'functions/github/actions/broken-later.ts');
+            await fs.writeFile(file, 'export default async function run() {\n  return { version: 2 };\n}\n');
+            await waitFor('the new version', async () => (await nango.triggerAction('github', 'octo', 'broken-later', {})).version === 2);
+            await fs.writeFile(file, 'export default async function run() {\n  return { version: 3 ;\n}\n');
+            const reload = await gateway.fetch('/admin/reload', { method: 'POST' });
+            const text = await reload.text();
+            assert.notEqual(reload.status, 200, text);
+            assert.match(text, /broken-later\.ts:2/, 'the problem names the file and line');
+            assert.equal((await nango.triggerAction('github', 'octo', 'broken-later', {})).version, 2);
+        });
+    });
+}
