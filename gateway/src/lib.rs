@@ -15,6 +15,7 @@ pub mod integration;
 pub mod problem;
 pub mod proxy;
 pub mod records;
+pub mod scheduler;
 pub mod schema;
 pub mod secret;
 pub mod server;

@@ -72,6 +72,35 @@ async function failureOf(promise) {
     assert.fail('expected the call to fail');
 }
 
+/** Every record of a model, page by page through listRecords. */
+async function allRecords(nango, model, extra = {}) {
+    const records = [];
+    let cursor;
+    do {
+        const page = await nango.listRecords({ providerConfigKey: 'github', connectionId: 'octo', model, limit: 40, cursor, ...extra });
+        records.push(...page.records);
+        cursor = page.next_cursor;
+    } while (cursor);
+    return records;
+}
+
+/** The status of one sync of the test connection. */
+async function syncStatus(nango, name) {
+    const { syncs } = await nango.syncStatus('github', [name], 'octo');
+    assert.equal(syncs.length, 1);
+    return syncs[0];
+}
+
+/** Triggers a sync and waits until a run that started after the trigger has finished. */
+async function runSync(nango, name, mode) {
+    const before = (await syncStatus(nango, name)).finishedAt;
+    await nango.triggerSync('github', [name], 'octo', mode);
+    return waitFor(`a run of ${name}`, async () => {
+        const status = await syncStatus(nango, name);
+        return status.latestExecutionStatus !== 'RUNNING' && status.finishedAt && status.finishedAt !== before ? status : null;
+    });
+}
+
 async function waitFor(what, check, timeoutMs = 60_000) {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -92,7 +121,7 @@ for (const db of databases()) {
                 db,
                 config: CONFIG,
                 files: { 'test-catalog.yaml': githubCatalog(github.url), ...(await exampleFunctions()), ...LIMIT_FUNCTIONS },
-                env: { LATCHKEY_FUNCTION_TIMEOUT_MS: '4000', LATCHKEY_FUNCTION_MEMORY_MB: '64' }
+                env: { LATCHKEY_FUNCTION_TIMEOUT_MS: '4000', LATCHKEY_FUNCTION_MEMORY_MB: '64', LATCHKEY_SYNC_STALE_MS: '3000' }
             });
             nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url });
             const imported = await gateway.fetch('/connections', {
@@ -193,6 +222,102 @@ for (const db of databases()) {
             // And the sandbox is still fine for the next run.
             const created = await nango.triggerAction('github', 'octo', 'create-issue', { owner: 'octo', repo: 'hello', title: 'After' });
             assert.ok(created.number > 3);
+        });
+
+        it('syncs issues page by page, then only what changed, readable through listRecords', async () => {
+            github.addIssues(120, new Date(Date.now() - 60_000).toISOString());
+            const first = await runSync(nango, 'issues');
+            assert.equal(first.latestExecutionStatus, 'SUCCESS', JSON.stringify(first));
+            assert.equal(first.type, 'INCREMENTAL', 'after a successful run the next one is incremental');
+            const total = github.state.issues.length;
+            assert.equal(first.recordCount.GithubIssue, total);
+            assert.deepEqual(first.latestResult.GithubIssue, { added: total, updated: 0, deleted: 0 });
+            const pages = github.requests.filter((r) => r.url.startsWith('/repos/octo/hello/issues?'));
+            assert.ok(pages.length >= 3, `paginated (${pages.length} pages)`);
+            assert.ok(pages.every((r) => r.headers.authorization === `Bearer ${GITHUB_TOKEN}`), 'the token is injected');
+
+            const stored = await allRecords(nango, 'GithubIssue');
+            assert.equal(stored.length, total);
+            assert.equal(new Set(stored.map((r) => r.id)).size, total, 'no duplicates across pages');
+            assert.ok(stored.every((r) => r._nango_metadata.last_action === 'ADDED'));
+            const lastCursor = stored[stored.length - 1]._nango_metadata.cursor;
+
+            // One issue changes, two are new, the rest is untouched.
+            const changed = github.state.issues[10];
+            changed.title = 'Renamed';
+            changed.updated_at = new Date().toISOString();
+            github.addIssues(2);
+            const requestsBefore = github.requests.length;
+            const second = await runSync(nango, 'issues');
+            assert.equal(second.latestExecutionStatus, 'SUCCESS');
+            assert.deepEqual(second.latestResult.GithubIssue, { added: 2, updated: 1, deleted: 0 });
+            const incremental = github.requests.slice(requestsBefore).find((r) => r.url.startsWith('/repos/octo/hello/issues?'));
+            assert.match(incremental.url, /since=/, 'the second run asks only for what changed');
+
+            const news = await allRecords(nango, 'GithubIssue', { cursor: lastCursor });
+            assert.equal(news.length, 3);
+            const renamed = news.find((r) => r.id === String(changed.id));
+            assert.equal(renamed.title, 'Renamed');
+            assert.equal(renamed._nango_metadata.last_action, 'UPDATED');
+            const added = await allRecords(nango, 'GithubIssue', { filter: 'added', cursor: lastCursor });
+            assert.equal(added.length, 2);
+            const byId = await nango.listRecords({ providerConfigKey: 'github', connectionId: 'octo', model: 'GithubIssue', ids: [String(changed.id)] });
+            assert.equal(byId.records.length, 1);
+        });
+
+        it('tracks deleted labels in a full sync', async () => {
+            github.state.labels = [
+                { id: 1, name: 'bug', color: 'red', description: null },
+                { id: 2, name: 'docs', color: 'blue', description: null },
+                { id: 3, name: 'good first issue', color: 'green', description: 'easy' }
+            ];
+            const first = await runSync(nango, 'labels');
+            assert.equal(first.latestExecutionStatus, 'SUCCESS', JSON.stringify(first));
+            assert.equal((await allRecords(nango, 'GithubLabel')).length, 3);
+            github.state.labels.splice(1, 1);
+            const second = await runSync(nango, 'labels');
+            assert.deepEqual(second.latestResult.GithubLabel, { added: 0, updated: 0, deleted: 1 });
+            assert.equal(second.recordCount.GithubLabel, 2);
+            const deleted = await allRecords(nango, 'GithubLabel', { filter: 'deleted' });
+            assert.deepEqual(deleted.map((r) => [r.id, r._nango_metadata.last_action]), [['2', 'DELETED']]);
+            assert.ok(deleted[0]._nango_metadata.deleted_at);
+        });
+
+        it('pauses and starts schedules, and a full resync starts over', async () => {
+            await nango.startSync('github', ['labels'], 'octo');
+            await waitFor('the started sync', async () => (await syncStatus(nango, 'labels')).nextScheduledSyncAt);
+            await nango.pauseSync('github', ['labels'], 'octo');
+            await waitFor('the paused sync', async () => (await syncStatus(nango, 'labels')).status === 'PAUSED');
+            assert.equal((await syncStatus(nango, 'issues')).status, 'PAUSED', 'issues does not start automatically');
+            const full = await runSync(nango, 'issues', true);
+            assert.equal(full.latestExecutionStatus, 'SUCCESS');
+            assert.equal(full.recordCount.GithubIssue, github.state.issues.length);
+            const r = await failureOf(nango.triggerSync('github', ['no-such-sync'], 'octo'));
+            assert.equal(r.status, 404);
+        });
+
+        it('marks a run killed with SIGKILL failed and runs it again, losing and doubling nothing', async () => {
+            const issuePages = () => github.requests.filter((r) => r.method === 'GET' && r.url.startsWith('/repos/octo/hello/issues')).length;
+            github.addIssues(400);
+            github.state.delayMs = 300;
+            const pagesBefore = issuePages();
+            await nango.startSync('github', ['issues'], 'octo');
+            await waitFor('a run half done', async () => issuePages() >= pagesBefore + 3);
+            gateway.child.kill('SIGKILL');
+            await gateway.exited;
+            github.state.delayMs = 0;
+            await gateway.restart();
+            nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url });
+            const rerun = await waitFor('the run again', async () => {
+                const status = await syncStatus(nango, 'issues');
+                return status.latestExecutionStatus === 'SUCCESS' && status.recordCount.GithubIssue === github.state.issues.length ? status : null;
+            });
+            await nango.pauseSync('github', ['issues'], 'octo');
+            const stored = await allRecords(nango, 'GithubIssue');
+            assert.equal(stored.length, github.state.issues.length);
+            assert.equal(new Set(stored.map((r) => r.id)).size, stored.length, 'no record twice');
+            assert.equal(rerun.recordCount.GithubIssue, github.state.issues.length);
+            assert.match(gateway.output, /marked failed/);
         });
 
         it('keeps the previous version of a function that no longer compiles', async () => {

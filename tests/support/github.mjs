@@ -26,7 +26,7 @@ github-loopback:
 }
 
 export async function startGithub() {
-    const state = { issues: [], labels: [], nextId: 1000, failNext: 0, calls: 0 };
+    const state = { issues: [], labels: [], nextId: 1000, failNext: 0, calls: 0, delayMs: 0 };
     const upstream = await startUpstream(async (req, res, body) => {
         const url = new URL(req.url, 'http://x');
         const send = (status, data, headers = {}) => {
@@ -59,6 +59,7 @@ export async function startGithub() {
                 state.issues.push(issue);
                 return send(201, issue);
             }
+            if (state.delayMs) await new Promise((r) => setTimeout(r, state.delayMs));
             const since = url.searchParams.get('since');
             const perPage = Number(url.searchParams.get('per_page') || 30);
             const page = Number(url.searchParams.get('page') || 1);

@@ -50,6 +50,7 @@ fn routes() -> Router<Arc<App>> {
         .route("/admin/reload", post(admin::reload))
         .merge(crate::records::api::routes())
         .merge(crate::functions::api::routes())
+        .merge(crate::scheduler::api::routes())
         .fallback(|| async { ApiError::not_found("No such endpoint") })
 }
 

@@ -317,7 +317,16 @@ async fn proxy(app: &App, context: &Context, request: ProxyRequest, deadline: In
     let key = request.provider_config_key.as_deref().unwrap_or(&context.connection.provider_config_key);
     let connection_id = request.connection_id.as_deref().unwrap_or(&context.connection.connection_id);
     let endpoint = request.endpoint.clone().unwrap_or_else(|| "/".into());
-    let query = query_string(request.params.as_ref());
+    // A pagination link carries its query in the endpoint.
+    let (endpoint, inline_query) = match endpoint.split_once('?') {
+        Some((path, query)) => (path.to_string(), query.to_string()),
+        None => (endpoint, String::new()),
+    };
+    let query = [inline_query, query_string(request.params.as_ref())]
+        .into_iter()
+        .filter(|q| !q.is_empty())
+        .collect::<Vec<_>>()
+        .join("&");
     let outbound = Outbound {
         method: &request.method,
         endpoint: &endpoint,

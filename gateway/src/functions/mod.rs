@@ -16,9 +16,10 @@ pub use host::ENV_PREFIX;
 pub use run::{invoke, Context, Finished, FunctionError, Limits, SyncRun};
 pub use state::clear_or_save as save_checkpoint;
 
-/// Starts what functions need in the background: the JavaScript engine is compiled ahead of the
-/// first run when the configuration has functions (compiling it takes a while).
+/// Starts what functions need in the background: the scheduler, and the JavaScript engine,
+/// compiled ahead of the first run when the configuration has functions (it takes a while).
 pub fn start(app: &std::sync::Arc<crate::app::App>) {
+    crate::scheduler::spawn(std::sync::Arc::clone(app));
     if app.config.current().functions.is_empty() {
         return;
     }

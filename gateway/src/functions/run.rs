@@ -248,13 +248,13 @@ fn run_blocking(app: Arc<App>, context: Arc<Context>, runtime: tokio::runtime::H
     }
 }
 
-/// Deletion tracking after a successful full run of a sync that asks for it.
-pub async fn delete_unseen(app: &App, context: &Context) -> IndexMap<String, u64> {
+/// Deletion tracking after a successful full run of a sync that asks for it: every record of
+/// its models that the run did not save is marked deleted.
+pub async fn delete_unseen(app: &App, connection: i64, models: &[String], run: &SyncRun) -> IndexMap<String, u64> {
     let mut deleted = IndexMap::new();
-    let Some(run) = &context.run else { return deleted };
     let records = crate::records::Records::new(app.store.db.clone());
-    for model in &context.function.models {
-        let dataset = crate::records::Dataset::new(context.connection.id, model, Some(&run.variant));
+    for model in models {
+        let dataset = crate::records::Dataset::new(connection, model, Some(&run.variant));
         match records.delete_unseen(&dataset, run.id, crate::time::now_millis()).await {
             Ok(n) => {
                 deleted.insert(model.clone(), n);

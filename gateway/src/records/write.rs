@@ -13,6 +13,35 @@ use crate::store::Db;
 /// SQLite binds at most 32,766 parameters per statement; this keeps every statement below it.
 const SQLITE_ROWS_PER_STATEMENT: usize = 2_000;
 
+/// Creates the dataset on first write and locks its row until the transaction ends; evaluates
+/// to its last sequence number. A macro rather than a generic function: the executor bounds of
+/// a generic one make every caller's future lose `Send`.
+macro_rules! lock_dataset {
+    ($tx:expr, $dataset:expr) => {
+        // An upsert that changes nothing still takes the row lock (and SQLite's write lock) at once.
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO record_datasets (connection, model, last_seq) VALUES ($1, $2, 0)
+             ON CONFLICT (connection, model) DO UPDATE SET last_seq = record_datasets.last_seq
+             RETURNING last_seq",
+        )
+        .bind($dataset.connection)
+        .bind($dataset.model.as_str())
+        .fetch_one(&mut *$tx)
+        .await
+    };
+}
+
+macro_rules! set_last_seq {
+    ($tx:expr, $dataset:expr, $last_seq:expr) => {
+        sqlx::query("UPDATE record_datasets SET last_seq = $1 WHERE connection = $2 AND model = $3")
+            .bind($last_seq)
+            .bind($dataset.connection)
+            .bind($dataset.model.as_str())
+            .execute(&mut *$tx)
+            .await
+    };
+}
+
 /// What one write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
@@ -94,7 +123,7 @@ impl Records {
     pub async fn delete_unseen(&self, dataset: &Dataset, run: i64, now: i64) -> Result<u64, RecordsError> {
         let deleted = crate::with_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            let last_seq = lock_dataset(&mut *tx, dataset).await?;
+            let last_seq = lock_dataset!(tx, dataset)?;
             let done = sqlx::query(
                 "WITH doomed AS (
                      SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM records
@@ -112,7 +141,7 @@ impl Records {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            set_last_seq(&mut *tx, dataset, last_seq + done as i64).await?;
+            set_last_seq!(tx, dataset, last_seq + done as i64)?;
             tx.commit().await?;
             done
         });
@@ -135,7 +164,7 @@ impl Records {
         match &self.db {
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                let last_seq = lock_dataset(&mut *tx, dataset).await?;
+                let last_seq = lock_dataset!(tx, dataset)?;
                 let existing = pg_existing(&mut tx, dataset, &ids, with_data).await?;
                 let (changes, unchanged, summary) = classify(incoming, &existing, mode, last_seq, now)?;
                 pg_upsert(&mut tx, dataset, &changes, run, now).await?;
@@ -151,13 +180,13 @@ impl Records {
                     .execute(&mut *tx)
                     .await?;
                 }
-                set_last_seq(&mut *tx, dataset, last_seq + changes.len() as i64).await?;
+                set_last_seq!(tx, dataset, last_seq + changes.len() as i64)?;
                 tx.commit().await?;
                 Ok(summary)
             }
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                let last_seq = lock_dataset(&mut *tx, dataset).await?;
+                let last_seq = lock_dataset!(tx, dataset)?;
                 let existing = sqlite_existing(&mut tx, dataset, &ids, with_data).await?;
                 let (changes, unchanged, summary) = classify(incoming, &existing, mode, last_seq, now)?;
                 sqlite_upsert(&mut tx, dataset, &changes, run, now).await?;
@@ -174,7 +203,7 @@ impl Records {
                         q.build().execute(&mut *tx).await?;
                     }
                 }
-                set_last_seq(&mut *tx, dataset, last_seq + changes.len() as i64).await?;
+                set_last_seq!(tx, dataset, last_seq + changes.len() as i64)?;
                 tx.commit().await?;
                 Ok(summary)
             }
@@ -262,46 +291,6 @@ fn deep_merge(target: &mut Value, patch: Value) {
         }
         (slot, value) => *slot = value,
     }
-}
-
-/// Creates the dataset on first write and locks its row until the transaction ends; returns
-/// its last sequence number.
-async fn lock_dataset<'c, E>(executor: E, dataset: &Dataset) -> Result<i64, sqlx::Error>
-where
-    E: sqlx::Executor<'c>,
-    i64: sqlx::Type<E::Database> + for<'r> sqlx::Decode<'r, E::Database>,
-    for<'q> i64: sqlx::Encode<'q, E::Database>,
-    for<'q> &'q str: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
-    for<'q> <E::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<E::Database>,
-    usize: sqlx::ColumnIndex<<E::Database as sqlx::Database>::Row>,
-{
-    // An upsert that changes nothing still takes the row lock (and SQLite's write lock) at once.
-    let row = sqlx::query(
-        "INSERT INTO record_datasets (connection, model, last_seq) VALUES ($1, $2, 0)
-         ON CONFLICT (connection, model) DO UPDATE SET last_seq = record_datasets.last_seq
-         RETURNING last_seq",
-    )
-    .bind(dataset.connection)
-    .bind(dataset.model.as_str())
-    .fetch_one(executor)
-    .await?;
-    row.try_get(0)
-}
-
-async fn set_last_seq<'c, E>(executor: E, dataset: &Dataset, last_seq: i64) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'c>,
-    for<'q> i64: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
-    for<'q> &'q str: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
-    for<'q> <E::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<E::Database>,
-{
-    sqlx::query("UPDATE record_datasets SET last_seq = $1 WHERE connection = $2 AND model = $3")
-        .bind(last_seq)
-        .bind(dataset.connection)
-        .bind(dataset.model.as_str())
-        .execute(executor)
-        .await?;
-    Ok(())
 }
 
 async fn pg_existing(
