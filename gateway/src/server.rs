@@ -108,7 +108,7 @@ pub fn serve(options: ServeOptions) -> Result<(), StartError> {
     Ok(())
 }
 
-async fn open_app(options: &ServeOptions, config: Arc<ConfigHandle>) -> Result<Arc<App>, StartError> {
+pub async fn open_app(options: &ServeOptions, config: Arc<ConfigHandle>) -> Result<Arc<App>, StartError> {
     let db = Db::connect(&options.database_url).await?;
     db.migrate().await?;
     let keys = key_ring(options, &db)?;

@@ -2,6 +2,7 @@
 // GitHub-like upstream on loopback, driven through @nangohq/node; and every limit of the
 // sandbox ends its run with a clear error while the gateway keeps serving.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { Nango } from '@nangohq/node';
 
 import { databases } from '../support/db.mjs';
-import { REPO, startGateway } from '../support/gateway.mjs';
+import { BIN, REPO, startGateway } from '../support/gateway.mjs';
 import { GITHUB_TOKEN, githubCatalog, startGithub } from '../support/github.mjs';
 
 const CONFIG = `catalogs: [test-catalog.yaml]
@@ -98,6 +99,28 @@ async function runSync(nango, name, mode) {
     return waitFor(`a run of ${name}`, async () => {
         const status = await syncStatus(nango, name);
         return status.latestExecutionStatus !== 'RUNNING' && status.finishedAt && status.finishedAt !== before ? status : null;
+    });
+}
+
+/** Runs `latchkey run …` against the test gateway's database and configuration. */
+function latchkeyRun(gateway, args) {
+    return new Promise((resolve) => {
+        execFile(
+            BIN,
+            ['run', ...args, '--config', path.join(gateway.dir, 'nango.yaml'), '--catalog-dir', path.join(REPO, 'providers')],
+            {
+                cwd: gateway.dir,
+                env: {
+                    PATH: process.env.PATH,
+                    DATABASE_URL: gateway.databaseUrl,
+                    LATCHKEY_DATA_DIR: path.join(gateway.dir, '.latchkey'),
+                    LATCHKEY_ENCRYPTION_KEY: gateway.encryptionKey,
+                    LATCHKEY_SECRET_KEY: gateway.secretKey,
+                    LATCHKEY_LOG: 'warn'
+                }
+            },
+            (error, stdout, stderr) => resolve({ code: error ? error.code : 0, stdout, stderr })
+        );
     });
 }
 
@@ -318,6 +341,27 @@ for (const db of databases()) {
             assert.equal(new Set(stored.map((r) => r.id)).size, stored.length, 'no record twice');
             assert.equal(rerun.recordCount.GithubIssue, github.state.issues.length);
             assert.match(gateway.output, /marked failed/);
+        });
+
+        it('runs a function once from the command line', async () => {
+            github.state.labels.push({ id: 9, name: 'cli', color: 'gray', description: null });
+            const dry = await latchkeyRun(gateway, ['github', 'labels', '--connection', 'octo']);
+            assert.equal(dry.code, 0, dry.stderr);
+            const report = JSON.parse(dry.stdout);
+            assert.deepEqual(report.records.GithubLabel.map((l) => l.name), ['bug', 'good first issue', 'cli']);
+            assert.equal((await allRecords(nango, 'GithubLabel', { filter: 'added,updated' })).length, 2, 'a dry run saves nothing');
+
+            const saved = await latchkeyRun(gateway, ['github', 'labels', '--connection', 'octo', '--save']);
+            assert.equal(saved.code, 0, saved.stderr);
+            assert.deepEqual(JSON.parse(saved.stdout).saved.GithubLabel, { added: 1, updated: 0, deleted: 0 });
+
+            const action = await latchkeyRun(gateway, ['github', 'create-issue', '--connection', 'octo', '--input', '{"owner":"octo","repo":"hello","title":"CLI"}']);
+            assert.equal(action.code, 0, action.stderr);
+            assert.equal(JSON.parse(action.stdout).output.url.includes('/issues/'), true);
+
+            const failed = await latchkeyRun(gateway, ['github', 'throws', '--connection', 'octo', '--input', '{"why":"cli"}']);
+            assert.notEqual(failed.code, 0);
+            assert.match(failed.stderr, /refused: cli/);
         });
 
         it('keeps the previous version of a function that no longer compiles', async () => {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod cli;
 mod compile;
 mod host;
 pub mod run;

@@ -32,6 +32,23 @@ fn stale_after() -> i64 {
     std::env::var("LATCHKEY_SYNC_STALE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000)
 }
 
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Drops the payload of records deleted more than `LATCHKEY_RECORDS_PRUNE_AFTER_DAYS` (default
+/// 30; 0 never) ago. Their metadata stays, so cursors and `filter=deleted` keep working.
+async fn prune(app: &App) {
+    let days: i64 = std::env::var("LATCHKEY_RECORDS_PRUNE_AFTER_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    if days <= 0 {
+        return;
+    }
+    let now = now_millis();
+    match crate::records::Records::new(app.store.db.clone()).prune_deleted(now - days * 86_400_000, now).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("pruned the payload of {n} records deleted more than {days} days ago"),
+        Err(e) => tracing::warn!("cannot prune deleted records: {e}"),
+    }
+}
+
 /// Starts the scheduler loop.
 pub fn spawn(app: Arc<App>) {
     tokio::spawn(async move {
@@ -44,10 +61,15 @@ pub fn spawn(app: Arc<App>) {
         let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_RUNS));
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_prune = None;
         loop {
             ticker.tick().await;
             if let Err(e) = tick(&app, &permits).await {
                 tracing::warn!("scheduler tick failed: {e}");
+            }
+            if last_prune.is_none_or(|t: std::time::Instant| t.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(std::time::Instant::now());
+                prune(&app).await;
             }
         }
     });
@@ -338,4 +360,62 @@ async fn heartbeat(db: Db, run: i64) {
             tracing::warn!(run, "cannot record a sync run's heartbeat: {e}");
         }
     }
+}
+
+/// Runs one sync for one connection now, as a recorded run (`latchkey run --save`).
+pub async fn run_now(
+    app: &Arc<App>,
+    integration: &str,
+    sync_name: &str,
+    connection_id: &str,
+) -> Result<Changes, Value> {
+    let failure = |kind: &str, message: String| json!({ "type": kind, "message": message });
+    let internal = |e: StoreError| failure("internal_error", e.to_string());
+    ensure_schedules(app, Some(integration)).await.map_err(internal)?;
+    let now = now_millis();
+    let row: Option<(i64, String, Option<i64>)> = with_pool!(&app.store.db, pool => sqlx::query_as(
+        "SELECT s.id, s.variant, s.last_sync_date FROM sync_schedules s JOIN connections c ON c.id = s.connection
+         WHERE c.provider_config_key = $1 AND c.connection_id = $2 AND s.sync_name = $3 AND s.variant = 'base'",
+    )
+    .bind(integration)
+    .bind(connection_id)
+    .bind(sync_name)
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::from)
+    .map_err(internal)?);
+    let (schedule, variant, last_sync_date) =
+        row.ok_or_else(|| failure("unknown_sync", format!("no sync `{sync_name}` for connection `{connection_id}`")))?;
+    let config = app.config.current();
+    let incremental =
+        config.functions.get(integration, sync_name).and_then(|f| f.sync.as_ref()).is_some_and(|s| s.incremental);
+    let full = !incremental || last_sync_date.is_none();
+    let run: Option<i64> = with_pool!(&app.store.db, pool => sqlx::query_scalar(
+        "INSERT INTO sync_runs (schedule, kind, status, started_at, heartbeat_at) VALUES ($1, $2, 'RUNNING', $3, $3)
+         ON CONFLICT (schedule) WHERE status = 'RUNNING' DO NOTHING RETURNING id",
+    )
+    .bind(schedule)
+    .bind(if full { "FULL" } else { "INCREMENTAL" })
+    .bind(now)
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::from)
+    .map_err(internal)?);
+    let run = run.ok_or_else(|| failure("sync_running", "a run of this sync is in progress".into()))?;
+    let claimed = Claimed {
+        run,
+        schedule,
+        provider_config_key: integration.to_string(),
+        connection_id: connection_id.to_string(),
+        sync_name: sync_name.to_string(),
+        variant,
+        full,
+        last_sync_date,
+        started_at: now,
+    };
+    let outcome = run_claimed(app, &claimed).await;
+    if let Err(e) = finish(&app.store.db, &claimed, &outcome).await {
+        tracing::error!(run, "cannot record the end of a sync run: {e}");
+    }
+    outcome
 }
