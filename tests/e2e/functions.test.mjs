@@ -13,7 +13,7 @@ import { databases } from '../support/db.mjs';
 import { BIN, REPO, startGateway } from '../support/gateway.mjs';
 import { GITHUB_TOKEN, githubCatalog, startGithub } from '../support/github.mjs';
 
-const CONFIG = `catalogs: [test-catalog.yaml]
+const CONFIG = () => `catalogs: [test-catalog.yaml]
 integrations:
   github:
     provider: github-loopback
@@ -35,6 +35,10 @@ integrations:
       huge: {}
       throws: {}
       broken-later: {}
+      wasm-user:
+        file: ${path.join(REPO, 'plugins/examples/wasm-user/user.wat')}
+      native-user:
+        file: ${path.join(path.dirname(BIN), 'liblatchkey_example_native_user.so')}
 models:
   GithubIssue:
     id: string
@@ -142,7 +146,7 @@ for (const db of databases()) {
             github = await startGithub();
             gateway = await startGateway({
                 db,
-                config: CONFIG,
+                config: CONFIG(),
                 files: { 'test-catalog.yaml': githubCatalog(github.url), ...(await exampleFunctions()), ...LIMIT_FUNCTIONS },
                 env: { LATCHKEY_FUNCTION_TIMEOUT_MS: '4000', LATCHKEY_FUNCTION_MEMORY_MB: '64', LATCHKEY_SYNC_STALE_MS: '3000' }
             });
@@ -213,6 +217,17 @@ for (const db of databases()) {
             assert.equal(r.body.error.code, 'unknown_action');
             r = await failureOf(nango.triggerAction('github', 'nobody', 'create-issue', {}));
             assert.equal(r.status, 404);
+        });
+
+        it('runs functions written in WebAssembly and as native libraries through the same host API', async () => {
+            const wasm = await nango.triggerAction('github', 'octo', 'wasm-user', {});
+            assert.equal(wasm.ok.status, 200);
+            assert.equal(wasm.ok.data.login, 'octocat');
+            const native = await nango.triggerAction('github', 'octo', 'native-user', { hello: 'native' });
+            assert.deepEqual(native, { login: 'octocat', runtime: 'native', input: { hello: 'native' } });
+            const user = github.requests.filter((r) => r.url === '/user');
+            assert.equal(user.length, 2);
+            assert.ok(user.every((r) => r.headers.authorization === `Bearer ${GITHUB_TOKEN}`), 'credentials are injected for every runtime');
         });
 
         it('stops an endless loop at the time limit and keeps serving', async () => {

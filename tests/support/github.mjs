@@ -76,6 +76,7 @@ export async function startGithub() {
             }
             return send(200, slice, headers);
         }
+        if (url.pathname === '/user') return send(200, { login: 'octocat', id: 1 });
         if ((m = url.pathname.match(/^\/repos\/([^/]+)\/([^/]+)\/labels$/))) {
             return send(200, state.labels);
         }

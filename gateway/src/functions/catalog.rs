@@ -11,6 +11,7 @@ use serde_json::Value;
 use wasmtime::InstancePre;
 
 use super::compile::compile;
+use super::native::NativeFunction;
 use super::sandbox::{Sandbox, State};
 use crate::problem::{escape_pointer, Problem};
 
@@ -36,6 +37,8 @@ pub enum Code {
     JavaScript(Arc<str>),
     /// A module compiled from WebAssembly (binary or text) that speaks the plugin ABI.
     Wasm(Arc<InstancePre<State>>),
+    /// A native library that speaks the plugin ABI.
+    Native(Arc<NativeFunction>),
 }
 
 impl std::fmt::Debug for Code {
@@ -43,6 +46,7 @@ impl std::fmt::Debug for Code {
         match self {
             Code::JavaScript(js) => write!(f, "JavaScript({} bytes)", js.len()),
             Code::Wasm(_) => f.write_str("Wasm"),
+            Code::Native(_) => f.write_str("Native"),
         }
     }
 }
@@ -111,7 +115,7 @@ impl Loaded {
     }
 }
 
-const EXTENSIONS: [&str; 5] = ["ts", "js", "mjs", "wasm", "wat"];
+const EXTENSIONS: [&str; 8] = ["ts", "js", "mjs", "wasm", "wat", "so", "dylib", "dll"];
 
 /// Reads the syncs and actions of every integration of the (schema-checked) document.
 pub fn load(document: &Value, file: &Path, base_dir: &Path) -> Loaded {
@@ -166,6 +170,10 @@ fn function(
     let bytes = std::fs::read(&path).map_err(|e| here(format!("cannot read {}: {e}", path.display())))?;
     files.push((path.clone(), bytes.clone()));
     let code = match path.extension().and_then(|e| e.to_str()) {
+        Some("so" | "dylib" | "dll") => {
+            let native = NativeFunction::load(&path).map_err(|e| vec![Problem::new(&path, "", e)])?;
+            Code::Native(Arc::new(native))
+        }
         Some("wasm" | "wat") => {
             let sandbox = Sandbox::get().map_err(|e| here(e.to_string()))?;
             let guest = sandbox.prepare(&bytes).map_err(|e| vec![Problem::new(&path, "", e.to_string())])?;

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cli;
 mod compile;
 mod host;
+mod native;
 pub mod run;
 pub mod sandbox;
 mod state;

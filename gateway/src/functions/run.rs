@@ -218,6 +218,13 @@ fn run_blocking(app: Arc<App>, context: Arc<Context>, runtime: tokio::runtime::H
         let (guest, input) = match &context.function.code {
             Code::JavaScript(_) => (sandbox.js_engine()?, ENTRY.to_string()),
             Code::Wasm(guest) => (guest.as_ref(), context.to_js().to_string()),
+            Code::Native(native) => {
+                if let Ok(mut host) = host.lock() {
+                    host.deadline = Instant::now() + limits.wall_time;
+                }
+                let mut shared = Shared(Arc::clone(&host));
+                return Ok(native.run(context.to_js().to_string().as_bytes(), &mut shared));
+            }
         };
         // The clock starts once the engine is ready: compiling it is not the function's time.
         if let Ok(mut host) = host.lock() {
