@@ -92,14 +92,51 @@ impl Sandbox {
     pub fn js_engine(&self) -> Result<&'static InstancePre<State>, SandboxError> {
         JS_ENGINE
             .get_or_init(|| {
-                let started = std::time::Instant::now();
-                let module = Module::new(&self.engine, latchkey_js_engine::ENGINE_WASM).map_err(|e| e.to_string())?;
-                let pre = self.linker.instantiate_pre(&module).map_err(|e| e.to_string())?;
-                tracing::info!("compiled the JavaScript engine in {:?}", started.elapsed());
-                Ok(pre)
+                let module = self.engine_module()?;
+                self.linker.instantiate_pre(&module).map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|e| SandboxError::Engine(e.clone()))
+    }
+
+    /// The engine's machine code, from the data directory when an earlier start compiled it
+    /// (compiling takes seconds, loading milliseconds). The file is keyed by the engine's bytes
+    /// and wasmtime's settings, and lives beside the encryption key: it is trusted like it.
+    fn engine_module(&self) -> Result<Module, String> {
+        use std::hash::{Hash, Hasher};
+        let started = std::time::Instant::now();
+        let mut hasher = std::hash::DefaultHasher::new();
+        (latchkey_js_engine::ENGINE_WASM, env!("CARGO_PKG_VERSION")).hash(&mut hasher);
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        let dir =
+            std::env::var_os("LATCHKEY_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| ".latchkey".into());
+        let path = dir.join(format!("js-engine-{:016x}.cwasm", hasher.finish()));
+        if path.is_file() {
+            // SAFETY: the file was written by `Module::serialize` below, for this engine build
+            // (the name carries the compatibility hash), in a directory only the gateway writes.
+            match unsafe { Module::deserialize_file(&self.engine, &path) } {
+                Ok(module) => {
+                    tracing::info!("loaded the JavaScript engine in {:?}", started.elapsed());
+                    return Ok(module);
+                }
+                Err(e) => {
+                    tracing::warn!("cannot load the compiled JavaScript engine {} ({e}); compiling it", path.display())
+                }
+            }
+        }
+        let module = Module::new(&self.engine, latchkey_js_engine::ENGINE_WASM).map_err(|e| e.to_string())?;
+        tracing::info!("compiled the JavaScript engine in {:?}", started.elapsed());
+        let saved = module.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
+            let partial = path.with_extension("partial");
+            std::fs::create_dir_all(&dir)
+                .and_then(|_| std::fs::write(&partial, bytes))
+                .and_then(|_| std::fs::rename(&partial, &path))
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = saved {
+            tracing::warn!("cannot keep the compiled JavaScript engine in {}: {e}", dir.display());
+        }
+        Ok(module)
     }
 
     /// Compiles a guest module (a function written in any language compiled to WebAssembly, or
