@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigHandle};
 use crate::integration::Integration;
+use crate::logs::Logs;
 use crate::secret::Secret;
 use crate::store::Store;
 
 pub struct App {
     pub config: Arc<ConfigHandle>,
     pub store: Arc<Store>,
+    pub logs: Arc<Logs>,
     pub secret_key: Secret,
     /// The public URL, without a trailing slash.
     pub server_url: String,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod functions;
 pub mod integration;
+pub mod logs;
 pub mod problem;
 pub mod proxy;
 pub mod records;

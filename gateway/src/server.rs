@@ -9,6 +9,7 @@ use pingora::server::{RunArgs, Server};
 
 use crate::app::App;
 use crate::config::{ConfigHandle, LoadOptions};
+use crate::logs::Logs;
 use crate::problem::Problems;
 use crate::proxy::Edge;
 use crate::secret::Secret;
@@ -112,12 +113,19 @@ pub async fn open_app(options: &ServeOptions, config: Arc<ConfigHandle>) -> Resu
     let db = Db::connect(&options.database_url).await?;
     db.migrate().await?;
     let keys = key_ring(options, &db)?;
+    let logs = Logs::start(db.clone(), Arc::clone(&config));
     let store = Store::open(db, keys).await?;
     let secret_key = match &options.secret_key {
         Some(key) => key.clone(),
         None => stored_secret_key(&store).await?,
     };
-    Ok(Arc::new(App { config, store, secret_key, server_url: options.server_url.trim_end_matches('/').to_string() }))
+    Ok(Arc::new(App {
+        config,
+        store,
+        logs,
+        secret_key,
+        server_url: options.server_url.trim_end_matches('/').to_string(),
+    }))
 }
 
 fn key_ring(options: &ServeOptions, db: &Db) -> Result<KeyRing, StartError> {

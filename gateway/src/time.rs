@@ -54,3 +54,37 @@ pub fn parse_instant(value: &serde_json::Value) -> Option<DateTime<Utc>> {
         _ => None,
     }
 }
+
+/// A duration written as the config writes them: a whole number and a unit, `250ms`, `30s`,
+/// `5m`, `2h`, `7d`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_every_unit_and_refuse_the_rest() {
+        assert_eq!(super::parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(super::parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(super::parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(super::parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
+        for bad in ["", "s", "10", "1.5s", "-1s", "10 weeks"] {
+            assert_eq!(super::parse_duration(bad), None, "{bad}");
+        }
+    }
+}

@@ -299,6 +299,14 @@ for (const db of databases()) {
             assert.equal(renamed._nango_metadata.last_action, 'UPDATED');
             const added = await allRecords(nango, 'GithubIssue', { filter: 'added', cursor: lastCursor });
             assert.equal(added.length, 2);
+            const logs = await waitFor('the function logs', async () => {
+                const res = await gateway.fetch('/logs?type=function&integration=github&connection=octo&limit=1000');
+                const { logs } = await res.json();
+                return logs.some((l) => /saved \d+ issues of octo\/hello/.test(l.message)) ? logs : null;
+            });
+            const line = logs.find((l) => /saved \d+ issues/.test(l.message));
+            assert.match(line.operation, /^sync:issues#\d+$/);
+            assert.ok(logs.some((l) => l.level === 'error' && /refused: no reason/.test(l.message)), 'failures are logged too');
             const byId = await nango.listRecords({ providerConfigKey: 'github', connectionId: 'octo', model: 'GithubIssue', ids: [String(changed.id)] });
             assert.equal(byId.records.length, 1);
         });

@@ -46,6 +46,7 @@ fn routes() -> Router<Arc<App>> {
         .route("/connection", get(connections::list).post(connections::import))
         .route("/connection/metadata", post(connections::set_metadata).patch(connections::update_metadata))
         .route("/connection/{id}", get(connections::show).delete(connections::delete))
+        .route("/logs", get(crate::logs::api::list))
         .route("/admin/config", get(admin::config))
         .route("/admin/reload", post(admin::reload))
         .merge(crate::records::api::routes())

@@ -10,6 +10,7 @@ pub mod yaml;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
@@ -26,6 +27,9 @@ use crate::secret::Secret;
 use model::{IntegrationYaml, NangoYaml};
 
 static CONFIG_SCHEMA: LazyLock<Schema> = LazyLock::new(|| Schema::compile(include_str!("nango.schema.json")));
+
+/// How long log entries are kept when `logs.retention` is not set.
+pub const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
@@ -52,6 +56,8 @@ pub struct Config {
     pub models: IndexMap<String, Value>,
     /// The syncs and actions, compiled.
     pub functions: Arc<crate::functions::Functions>,
+    /// How long the log store keeps entries (`logs.retention`).
+    pub log_retention: Duration,
     /// Every file this snapshot was read from, to watch for changes.
     pub files: Vec<PathBuf>,
     /// A hash of the text of every file read; equal fingerprints mean an unchanged configuration.
@@ -69,6 +75,7 @@ impl Config {
             integrations: IndexMap::new(),
             models: IndexMap::new(),
             functions: Arc::default(),
+            log_retention: DEFAULT_LOG_RETENTION,
             files: Vec::new(),
             fingerprint: 0,
         }
@@ -126,6 +133,17 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
     let loaded = catalog::load(&sources);
     problems.extend(loaded.problems);
 
+    let log_retention = match document.logs.as_ref().and_then(|l| l.retention.as_deref()) {
+        None => DEFAULT_LOG_RETENTION,
+        Some(text) => crate::time::parse_duration(text).filter(|d| !d.is_zero()).unwrap_or_else(|| {
+            problems.push(
+                Problem::new(path, "/logs/retention", format!("`{text}` is not a duration"))
+                    .hint("write a whole number and a unit: 12h, 7d, 30d"),
+            );
+            DEFAULT_LOG_RETENTION
+        }),
+    };
+
     let mut integrations = IndexMap::new();
     for (key, entry) in document.integrations {
         let Some(entry) = entry.filter(IntegrationYaml::declares_integration) else { continue };
@@ -156,6 +174,7 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         path: path.clone(),
         catalog: loaded.catalog,
         integrations,
+        log_retention,
         models: document.models.into_iter().map(|(k, v)| (k, v.map(Value::Object).unwrap_or(Value::Null))).collect(),
         functions: Arc::new(functions.functions),
         files,

@@ -12,6 +12,15 @@ pub struct NangoYaml {
     pub integrations: IndexMap<String, Option<IntegrationYaml>>,
     #[serde(default)]
     pub models: IndexMap<String, Option<Map<String, Value>>>,
+    #[serde(default)]
+    pub logs: Option<LogsYaml>,
+}
+
+/// Latchkey's `logs:` section.
+#[derive(Debug, Default, Deserialize)]
+pub struct LogsYaml {
+    /// How long log entries are kept, such as `7d`.
+    pub retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,7 @@ use super::run::{Context, Failure, RunState};
 use super::sandbox::Host;
 use super::state;
 use crate::app::App;
+use crate::logs::{Entry, Kind as LogKind, Level};
 use crate::proxy::plan::{plan, Outbound};
 use crate::records::{Dataset, Records, Summary};
 use crate::time::now_millis;
@@ -167,6 +168,11 @@ impl FunctionHost {
             "debug" => tracing::debug!(target: "latchkey::function", function, connection, "{message}"),
             _ => tracing::info!(target: "latchkey::function", function, connection, "{message}"),
         }
+        let mut entry = Entry::new(LogKind::Function, Level::parse(&level).unwrap_or(Level::Info), message.clone());
+        entry.integration = Some(self.context.connection.provider_config_key.clone());
+        entry.connection = Some(connection.clone());
+        entry.operation = Some(self.context.operation());
+        self.app.logs.record(entry.redact(&self.context.connection.credentials.secret_values()));
         if self.state.logs.len() < MAX_LOG_LINES {
             let mut line = json!({ "level": level, "message": message, "at": crate::time::iso(chrono::Utc::now()) });
             if let Some(payload) = arg.get("payload").filter(|p| !p.is_null()) {

@@ -11,6 +11,7 @@ use super::host::FunctionHost;
 use super::sandbox::{Sandbox, SandboxError, Shared};
 use crate::app::App;
 use crate::connection::Connection;
+use crate::logs::{Entry, Kind as LogKind, Level};
 use crate::records::Summary;
 use crate::time::{from_millis, iso};
 
@@ -104,6 +105,14 @@ impl Context {
         }
     }
 
+    /// How the log store groups this run's lines: `sync:<name>#<run>` or `action:<name>`.
+    pub fn operation(&self) -> String {
+        match &self.run {
+            Some(run) if run.id > 0 => format!("{}:{}#{}", self.function.kind.as_str(), self.function.name, run.id),
+            _ => format!("{}:{}", self.function.kind.as_str(), self.function.name),
+        }
+    }
+
     /// Nango's checkpoint key: `sync:<name>:<variant>` or `action:<name>`.
     pub fn checkpoint_key(&self) -> String {
         match (&self.run, self.function.kind) {
@@ -193,7 +202,10 @@ pub async fn invoke(app: Arc<App>, context: Context) -> Finished {
     let started = Instant::now();
     let context = Arc::new(context);
     let name = format!("{}/{}", context.function.integration, context.function.name);
-    let task = tokio::task::spawn_blocking(move || run_blocking(app, context, runtime));
+    let task = {
+        let (app, context) = (Arc::clone(&app), Arc::clone(&context));
+        tokio::task::spawn_blocking(move || run_blocking(app, context, runtime))
+    };
     let mut finished = match task.await {
         Ok(finished) => finished,
         Err(e) => Finished {
@@ -205,9 +217,19 @@ pub async fn invoke(app: Arc<App>, context: Context) -> Finished {
         },
     };
     finished.duration = started.elapsed();
-    if let Err(e) = &finished.result {
-        tracing::warn!(function = %name, "function failed after {:?}: {e}", finished.duration);
-    }
+    let (level, message) = match &finished.result {
+        Ok(_) => (Level::Info, format!("{name} finished")),
+        Err(e) => {
+            tracing::warn!(function = %name, "function failed after {:?}: {e}", finished.duration);
+            (Level::Error, format!("{name} failed: {e}"))
+        }
+    };
+    let mut entry = Entry::new(LogKind::Function, level, message);
+    entry.integration = Some(context.connection.provider_config_key.clone());
+    entry.connection = Some(context.connection.connection_id.clone());
+    entry.operation = Some(context.operation());
+    entry.latency_ms = Some(finished.duration.as_millis() as u64);
+    app.logs.record(entry.redact(&context.connection.credentials.secret_values()));
     finished
 }
 

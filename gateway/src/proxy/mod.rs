@@ -30,6 +30,7 @@ use pingora::{Error, ErrorType, Result};
 use serde_json::json;
 
 use crate::app::App;
+use crate::logs;
 pub use plan::{Outbound, Plan, PlanError};
 pub use target::{Target, TargetError};
 
@@ -60,8 +61,13 @@ pub enum Route {
 pub struct Exchange {
     route: Route,
     started: Instant,
-    /// A response the edge wrote itself, for the log.
+    /// A response the edge wrote itself, for the log: status and error code.
     answered: Option<(u16, &'static str)>,
+    /// The status of the upstream's last response.
+    upstream_status: Option<u16>,
+    /// Why the request failed, in the gateway's words.
+    failure: Option<String>,
+    retries: u32,
 }
 
 const PROXY_PREFIX: &str = "/proxy";
@@ -71,7 +77,14 @@ impl ProxyHttp for Edge {
     type CTX = Exchange;
 
     fn new_ctx(&self) -> Exchange {
-        Exchange { route: Route::Undecided, started: Instant::now(), answered: None }
+        Exchange {
+            route: Route::Undecided,
+            started: Instant::now(),
+            answered: None,
+            upstream_status: None,
+            failure: None,
+            retries: 0,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Exchange) -> Result<bool> {
@@ -162,25 +175,33 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Exchange,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream.status.as_u16());
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Exchange) {
-        let Route::Proxy(plan) = &ctx.route else {
-            if let Some((status, code)) = ctx.answered {
-                tracing::info!(status, code, path = session.req_header().uri.path(), "proxy request refused");
-            }
+        if matches!(ctx.route, Route::Control) {
             return;
-        };
-        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        }
+        let entry = log_entry(session, error, ctx);
         tracing::info!(
-            integration = %plan.integration.unique_key,
-            connection = %plan.connection.connection_id,
-            method = %session.req_header().method,
-            host = %plan.target.host,
-            path = plan.target.path_and_query.split('?').next().unwrap_or_default(),
-            status,
-            latency_ms = ctx.started.elapsed().as_millis() as u64,
-            error = error.map(|e| e.etype().as_str()),
+            integration = entry.integration.as_deref().unwrap_or_default(),
+            connection = entry.connection.as_deref().unwrap_or_default(),
+            method = entry.method.as_deref().unwrap_or_default(),
+            path = entry.path.as_deref().unwrap_or_default(),
+            status = entry.status.unwrap_or_default(),
+            latency_ms = entry.latency_ms.unwrap_or_default(),
+            retries = entry.retries,
+            error = entry.error.as_deref(),
             "proxied"
         );
+        self.app.logs.record(entry);
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Exchange) -> pingora::proxy::FailToProxy
@@ -218,6 +239,7 @@ impl ProxyHttp for Edge {
             ),
             _ => (StatusCode::BAD_GATEWAY, "server_error", "the gateway's control plane did not answer".to_string()),
         };
+        ctx.failure = Some(message.clone());
         let written = session.response_written().is_some();
         if !written && e.esource() != &pingora::ErrorSource::Downstream {
             let body = json!({ "error": { "code": code, "message": message } });
@@ -290,6 +312,49 @@ impl Edge {
         session.write_response_header(Box::new(response), true).await?;
         ctx.answered = Some((204, "preflight"));
         Ok(true)
+    }
+}
+
+/// The log entry of one `/proxy` request. The path is the caller's endpoint without its query
+/// (never the upstream URL, where a provider may have put a key), with any of the connection's
+/// secrets that the caller wrote into it redacted.
+fn log_entry(session: &Session, error: Option<&Error>, ctx: &Exchange) -> logs::Entry {
+    let request = session.req_header();
+    let written = session.response_written().map(|r| r.status.as_u16());
+    let failed = ctx.answered.is_some() || ctx.failure.is_some() || error.is_some();
+    let level = if failed { logs::Level::Error } else { logs::Level::Info };
+    let endpoint = request.uri.path().strip_prefix(PROXY_PREFIX).unwrap_or_default();
+    let status = ctx.upstream_status.or(written);
+    let mut entry = logs::Entry::new(
+        logs::Kind::Proxy,
+        level,
+        format!("{} {} → {}", request.method, endpoint, status.map(|s| s.to_string()).unwrap_or_else(|| "-".into())),
+    );
+    entry.method = Some(request.method.to_string());
+    entry.path = Some(endpoint.to_string());
+    entry.status = status;
+    entry.latency_ms = Some(u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    entry.retries = ctx.retries;
+    entry.request_bytes = Some(session.body_bytes_read() as u64);
+    entry.response_bytes = Some(session.body_bytes_sent() as u64);
+    entry.error = match (ctx.answered, &ctx.failure, error) {
+        (Some((_, code)), _, _) => Some(code.to_string()),
+        (None, Some(failure), _) => Some(failure.clone()),
+        (None, None, Some(e)) => Some(format!("{} error: {}", e.source_str(), e.etype().as_str())),
+        (None, None, None) => None,
+    };
+    match &ctx.route {
+        Route::Proxy(plan) => {
+            entry.integration = Some(plan.integration.unique_key.clone());
+            entry.connection = Some(plan.connection.connection_id.clone());
+            entry.redact(&plan.connection.credentials.secret_values())
+        }
+        _ => {
+            let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+            entry.integration = header("provider-config-key");
+            entry.connection = header("connection-id");
+            entry
+        }
     }
 }
 

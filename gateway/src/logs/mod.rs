@@ -1,0 +1,265 @@
+//! The log store: one structured entry per proxied request, and the lines functions write,
+//! in one table that `GET /logs` reads.
+//!
+//! Recording never waits: [`Logs::record`] puts the entry on a bounded queue and returns; one
+//! background task writes whatever has queued up in a single multi-row insert, so a burst of
+//! requests costs one round trip to the database, not one each. When the database falls so far
+//! behind that the queue is full, entries are dropped (and counted) rather than slowing the
+//! proxy down. Another task deletes entries older than the configured retention.
+//!
+//! Nothing secret goes in: callers write the caller's endpoint (never the upstream URL, which
+//! may carry an interpolated key), no headers, no bodies, and errors in the gateway's words.
+
+pub mod api;
+mod query;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+pub use query::{Filter, Page};
+
+use crate::config::ConfigHandle;
+use crate::store::{Db, StoreError};
+use crate::time::now_millis;
+use crate::with_pool;
+
+/// How many entries may wait for the writer before new ones are dropped.
+const QUEUE: usize = 65_536;
+/// The most entries one insert writes (SQLite allows 32766 bound values; 16 columns each).
+const BATCH: usize = 1_000;
+/// How many expired entries one delete removes, so that pruning never holds a long lock.
+const PRUNE_CHUNK: i64 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Proxy,
+    Function,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Proxy => "proxy",
+            Kind::Function => "function",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        match text {
+            "proxy" => Some(Kind::Proxy),
+            "function" => Some(Kind::Function),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Level> {
+        match text {
+            "debug" => Some(Level::Debug),
+            "info" => Some(Level::Info),
+            "warn" => Some(Level::Warn),
+            "error" => Some(Level::Error),
+            _ => None,
+        }
+    }
+}
+
+/// One log entry. Proxy entries fill the request fields; a function's line needs only `kind`,
+/// `level`, `message` and usually `integration`, `connection` and `operation`.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    pub kind: Kind,
+    pub level: Level,
+    pub message: String,
+    pub integration: Option<String>,
+    pub connection: Option<String>,
+    /// Groups the lines of one function run (its name or run id).
+    pub operation: Option<String>,
+    pub method: Option<String>,
+    /// The caller's endpoint, without the query string.
+    pub path: Option<String>,
+    pub status: Option<u16>,
+    pub latency_ms: Option<u64>,
+    pub retries: u32,
+    pub request_bytes: Option<u64>,
+    pub response_bytes: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl Entry {
+    /// An entry stamped now, every optional field empty.
+    pub fn new(kind: Kind, level: Level, message: impl Into<String>) -> Entry {
+        Entry {
+            at: now_millis(),
+            kind,
+            level,
+            message: message.into(),
+            integration: None,
+            connection: None,
+            operation: None,
+            method: None,
+            path: None,
+            status: None,
+            latency_ms: None,
+            retries: 0,
+            request_bytes: None,
+            response_bytes: None,
+            error: None,
+        }
+    }
+
+    /// Replaces every occurrence of each of `secrets` in the free-text fields with `REDACTED`,
+    /// for text that may quote a credential (a function's own message, an upstream's words).
+    pub fn redact(mut self, secrets: &[&str]) -> Entry {
+        for field in [Some(&mut self.message), self.path.as_mut(), self.error.as_mut()].into_iter().flatten() {
+            for secret in secrets.iter().filter(|s| s.len() >= 4) {
+                if field.contains(secret) {
+                    *field = field.replace(secret, "REDACTED");
+                }
+            }
+        }
+        self
+    }
+}
+
+/// The log store's public face.
+pub struct Logs {
+    queue: mpsc::Sender<Entry>,
+    dropped: AtomicU64,
+    db: Db,
+}
+
+impl Logs {
+    /// Starts the writer and the pruner on the current Tokio runtime. Retention is read from the
+    /// configuration on every pass, so a reload changes it.
+    pub fn start(db: Db, config: Arc<ConfigHandle>) -> Arc<Logs> {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(write_batches(db.clone(), receiver));
+        tokio::spawn(prune(db.clone(), config));
+        Arc::new(Logs { queue, dropped: AtomicU64::new(0), db })
+    }
+
+    /// Queues `entry` for writing; never waits.
+    pub fn record(&self, entry: Entry) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(entry) {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "the log store cannot keep up with the database; log entries were dropped");
+            }
+        }
+    }
+
+    /// One page of entries, newest first.
+    pub async fn query(&self, filter: &Filter) -> Result<Page, StoreError> {
+        query::run(&self.db, filter).await
+    }
+}
+
+async fn write_batches(db: Db, mut receiver: mpsc::Receiver<Entry>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    // Whatever queued up while the previous insert ran goes into the next one.
+    while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        if let Err(e) = insert(&db, &batch).await {
+            tracing::warn!(entries = batch.len(), "cannot write log entries: {e}");
+        }
+        batch.clear();
+    }
+}
+
+async fn insert(db: &Db, batch: &[Entry]) -> Result<(), sqlx::Error> {
+    let as_i64 = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    with_pool!(db, pool => {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO logs (created_at, kind, level, message, integration, connection, operation, method, path, \
+             status, latency_ms, retries, request_bytes, response_bytes, error) ",
+        );
+        q.push_values(batch, |mut row, e| {
+            row.push_bind(e.at)
+                .push_bind(e.kind.as_str())
+                .push_bind(e.level.as_str())
+                .push_bind(e.message.as_str())
+                .push_bind(e.integration.as_deref())
+                .push_bind(e.connection.as_deref())
+                .push_bind(e.operation.as_deref())
+                .push_bind(e.method.as_deref())
+                .push_bind(e.path.as_deref())
+                .push_bind(e.status.map(i32::from))
+                .push_bind(as_i64(e.latency_ms))
+                .push_bind(i32::try_from(e.retries).unwrap_or(i32::MAX))
+                .push_bind(as_i64(e.request_bytes))
+                .push_bind(as_i64(e.response_bytes))
+                .push_bind(e.error.as_deref());
+        });
+        q.build().execute(pool).await?;
+    });
+    Ok(())
+}
+
+async fn prune(db: Db, config: Arc<ConfigHandle>) {
+    loop {
+        let retention = config.current().log_retention;
+        let cutoff = now_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            let deleted = with_pool!(&db, pool => sqlx::query(
+                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE created_at < $1 LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(PRUNE_CHUNK)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()));
+            match deleted {
+                Ok(n) if n as i64 == PRUNE_CHUNK => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!("cannot delete expired log entries: {e}");
+                    break;
+                }
+            }
+        }
+        // Often enough that a short retention (as tests use) is honoured closely.
+        tokio::time::sleep((retention / 4).clamp(Duration::from_millis(500), Duration::from_secs(60))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_covers_every_free_text_field() {
+        let mut e = Entry::new(Kind::Function, Level::Info, "token tok_12345 sent");
+        e.path = Some("/users/tok_12345".into());
+        e.error = Some("rejected tok_12345".into());
+        let e = e.redact(&["tok_12345", "ab"]);
+        assert_eq!(e.message, "token REDACTED sent");
+        assert_eq!(e.path.as_deref(), Some("/users/REDACTED"));
+        assert_eq!(e.error.as_deref(), Some("rejected REDACTED"));
+    }
+}
