@@ -37,25 +37,42 @@ fn main() {
     assert!(status.success(), "compiling the JavaScript engine for wasm32-wasi failed ({status})");
 }
 
-/// The directory of QuickJS's C sources inside the `rquickjs-sys` package, found through
-/// `cargo metadata` so that the registry's copy is used without vendoring it.
+/// The directory of QuickJS's C sources inside the `rquickjs-sys` package: found through
+/// `cargo metadata`, else in cargo's registry cache (metadata wants every package of the
+/// workspace downloaded, which a plain `cargo build` does not guarantee).
 fn quickjs_dir() -> PathBuf {
-    let cargo = std::env::var("CARGO").expect("cargo sets CARGO");
-    let manifest =
-        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    metadata_dir().or_else(registry_dir).unwrap_or_else(|| {
+        panic!("cannot find the sources of rquickjs-sys {RQUICKJS_SYS}: run `cargo fetch` and build again")
+    })
+}
+
+/// The pinned version of the build dependency (see Cargo.toml).
+const RQUICKJS_SYS: &str = "0.14.0";
+
+fn metadata_dir() -> Option<PathBuf> {
+    let cargo = std::env::var("CARGO").ok()?;
+    let manifest = Path::new(&std::env::var("CARGO_MANIFEST_DIR").ok()?).join("Cargo.toml");
     // Only this platform's packages: the others need not be downloaded.
-    let host = std::env::var("HOST").expect("cargo sets HOST");
+    let host = std::env::var("HOST").ok()?;
     let output = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", &host, "--manifest-path"])
         .arg(&manifest)
         .output()
-        .expect("cannot run cargo metadata");
-    assert!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
-    let package = metadata["packages"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == "rquickjs-sys"))
-        .expect("rquickjs-sys is a build dependency");
-    let manifest = package["manifest_path"].as_str().expect("a package has a manifest path");
-    Path::new(manifest).parent().expect("a manifest is in a directory").join("quickjs")
+        .ok()
+        .filter(|o| o.status.success())?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    let package = metadata["packages"].as_array()?.iter().find(|p| p["name"] == "rquickjs-sys")?;
+    let manifest = package["manifest_path"].as_str()?;
+    Some(Path::new(manifest).parent()?.join("quickjs"))
+}
+
+fn registry_dir() -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    std::fs::read_dir(home.join("registry/src"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|index| index.path().join(format!("rquickjs-sys-{RQUICKJS_SYS}/quickjs")))
+        .find(|dir| dir.join("quickjs.c").is_file())
 }
