@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -400,3 +401,26 @@ for (const db of databases()) {
         });
     });
 }
+
+describe('latchkey check', () => {
+    it('reports a function that does not compile with its file and line', async () => {
+        const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'latchkey-check-'));
+        try {
+            await fs.mkdir(path.join(dir, 'functions/github/actions'), { recursive: true });
+            await fs.writeFile(
+                path.join(dir, 'nango.yaml'),
+                'integrations:\n  github:\n    provider: github\n    actions:\n      bad:\n        output: X\n'
+            );
+            await fs.writeFile(path.join(dir, 'functions/github/actions/bad.ts'), 'export default async function run() {\n  const x: number = ;\n}\n');
+            const result = await new Promise((resolve) =>
+                execFile(BIN, ['check', '--config', path.join(dir, 'nango.yaml'), '--catalog-dir', path.join(REPO, 'providers')], (error, stdout) =>
+                    resolve({ code: error ? error.code : 0, stdout })
+                )
+            );
+            assert.notEqual(result.code, 0);
+            assert.match(result.stdout, /functions\/github\/actions\/bad\.ts:2: column \d+/);
+        } finally {
+            await fs.rm(dir, { recursive: true, force: true });
+        }
+    });
+});
