@@ -68,7 +68,15 @@ async fn open(url: &str) -> Result<Arc<App>, Box<dyn std::error::Error>> {
     let options = LoadOptions { config_path: PathBuf::from("nango.yaml"), config_required: false, catalog_dir: None };
     let config = Arc::new(ConfigHandle::with(Config::empty(), options));
     let logs = latchkey::logs::Logs::start(store.db.clone(), Arc::clone(&config));
-    Ok(Arc::new(App { config, store, logs, secret_key: Secret::new("bench"), server_url: "http://localhost".into() }))
+    let webhooks = latchkey::webhooks::Webhooks::new(store.db.clone(), Arc::clone(&config), Secret::new("bench"));
+    Ok(Arc::new(App {
+        config,
+        store,
+        logs,
+        webhooks,
+        secret_key: Secret::new("bench"),
+        server_url: "http://localhost".into(),
+    }))
 }
 
 async fn connection(app: &App) -> Result<Arc<latchkey::connection::Connection>, Box<dyn std::error::Error>> {

@@ -8,6 +8,7 @@ use crate::integration::Integration;
 use crate::logs::Logs;
 use crate::secret::Secret;
 use crate::store::Store;
+use crate::webhooks::Webhooks;
 
 pub struct App {
     pub config: Arc<ConfigHandle>,
@@ -16,6 +17,8 @@ pub struct App {
     pub secret_key: Secret,
     /// The public URL, without a trailing slash.
     pub server_url: String,
+    /// Webhooks to the customer: `app.webhooks.enqueue(event)`.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl App {

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod connection;
@@ -22,3 +23,4 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod time;
+pub mod webhooks;

@@ -74,6 +74,7 @@ pub fn serve(options: ServeOptions) -> Result<(), StartError> {
     runtime.block_on(async {
         config.spawn_watchers();
         app.store.spawn_change_listener();
+        app.webhooks.spawn_worker();
         crate::functions::start(&app);
     });
 
@@ -119,12 +120,14 @@ pub async fn open_app(options: &ServeOptions, config: Arc<ConfigHandle>) -> Resu
         Some(key) => key.clone(),
         None => stored_secret_key(&store).await?,
     };
+    let webhooks = crate::webhooks::Webhooks::new(store.db.clone(), Arc::clone(&config), secret_key.clone());
     Ok(Arc::new(App {
         config,
         store,
         logs,
         secret_key,
         server_url: options.server_url.trim_end_matches('/').to_string(),
+        webhooks,
     }))
 }
 

@@ -13,8 +13,11 @@ import { Nango } from '@nangohq/node';
 import { databases } from '../support/db.mjs';
 import { BIN, REPO, startGateway } from '../support/gateway.mjs';
 import { GITHUB_TOKEN, githubCatalog, startGithub } from '../support/github.mjs';
+import { startReceiver } from '../support/webhooks.mjs';
 
-const CONFIG = () => `catalogs: [test-catalog.yaml]
+const SIGNING_SECRET = 'whsec-functions-0123456789';
+
+const CONFIG = (receiverUrl) => `catalogs: [test-catalog.yaml]
 integrations:
   github:
     provider: github-loopback
@@ -40,6 +43,9 @@ integrations:
         file: ${path.join(REPO, 'plugins/examples/wasm-user/user.wat')}
       native-user:
         file: ${path.join(path.dirname(BIN), 'liblatchkey_example_native_user.so')}
+webhooks:
+  primary_url: ${receiverUrl}/hooks
+  signing_secret: \${env:HOOK_SECRET}
 models:
   GithubIssue:
     id: string
@@ -121,7 +127,8 @@ function latchkeyRun(gateway, args) {
                     LATCHKEY_DATA_DIR: path.join(gateway.dir, '.latchkey'),
                     LATCHKEY_ENCRYPTION_KEY: gateway.encryptionKey,
                     LATCHKEY_SECRET_KEY: gateway.secretKey,
-                    LATCHKEY_LOG: 'warn'
+                    LATCHKEY_LOG: 'warn',
+                    ...gateway.env
                 }
             },
             (error, stdout, stderr) => resolve({ code: error ? error.code : 0, stdout, stderr })
@@ -141,17 +148,18 @@ async function waitFor(what, check, timeoutMs = 60_000) {
 
 for (const db of databases()) {
     describe(`functions on ${db}`, () => {
-        let github, gateway, nango;
+        let github, gateway, nango, receiver;
 
         before(async () => {
             github = await startGithub();
+            receiver = await startReceiver();
             gateway = await startGateway({
                 db,
-                config: CONFIG(),
+                config: CONFIG(receiver.url),
                 files: { 'test-catalog.yaml': githubCatalog(github.url), ...(await exampleFunctions()), ...LIMIT_FUNCTIONS },
-                env: { LATCHKEY_FUNCTION_TIMEOUT_MS: '4000', LATCHKEY_FUNCTION_MEMORY_MB: '64', LATCHKEY_SYNC_STALE_MS: '3000' }
+                env: { LATCHKEY_FUNCTION_TIMEOUT_MS: '4000', LATCHKEY_FUNCTION_MEMORY_MB: '64', LATCHKEY_SYNC_STALE_MS: '3000', HOOK_SECRET: SIGNING_SECRET }
             });
-            nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url });
+            nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url, webhookSigningKey: SIGNING_SECRET });
             const imported = await gateway.fetch('/connections', {
                 method: 'POST',
                 headers: { 'content-type': 'application/json' },
@@ -168,6 +176,7 @@ for (const db of databases()) {
         after(async () => {
             await gateway?.stop();
             await github?.close();
+            await receiver?.close();
         });
 
         it('runs the create-issue action through triggerAction, returning its output as is', async () => {
@@ -210,6 +219,11 @@ for (const db of databases()) {
                 return res.status === 200 ? res.json() : null;
             });
             assert.equal(result.number, 3);
+            const hook = await waitFor('the async action webhook', async () =>
+                receiver.received.find((r) => r.body?.type === 'async_action' && r.body.payload.id === id)
+            );
+            assert.deepEqual(hook.body, { type: 'async_action', from: 'nango', connectionId: 'octo', providerConfigKey: 'github', payload: { id, statusUrl } });
+            assert.ok(nango.verifyIncomingWebhookRequest(hook.raw, hook.headers), 'signed');
         });
 
         it('refuses unknown actions and connections', async () => {
@@ -274,6 +288,17 @@ for (const db of databases()) {
             const pages = github.requests.filter((r) => r.url.startsWith('/repos/octo/hello/issues?'));
             assert.ok(pages.length >= 3, `paginated (${pages.length} pages)`);
             assert.ok(pages.every((r) => r.headers.authorization === `Bearer ${GITHUB_TOKEN}`), 'the token is injected');
+
+            const hook = await waitFor('the sync webhook', async () =>
+                receiver.received.find((r) => r.body?.type === 'sync' && r.body.syncName === 'issues')
+            );
+            assert.ok(nango.verifyIncomingWebhookRequest(hook.raw, hook.headers), 'signed');
+            assert.equal(hook.body.model, 'GithubIssue');
+            assert.equal(hook.body.success, true);
+            assert.equal(hook.body.syncType, 'INITIAL');
+            assert.deepEqual(hook.body.responseResults, { added: total, updated: 0, deleted: 0 });
+            const sinceHook = await allRecords(nango, 'GithubIssue', { modifiedAfter: hook.body.modifiedAfter });
+            assert.equal(sinceHook.length, total, 'modifiedAfter reads what the run changed');
 
             const stored = await allRecords(nango, 'GithubIssue');
             assert.equal(stored.length, total);

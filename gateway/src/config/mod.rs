@@ -58,6 +58,8 @@ pub struct Config {
     pub functions: Arc<crate::functions::Functions>,
     /// How long the log store keeps entries (`logs.retention`).
     pub log_retention: Duration,
+    /// Where webhooks go and how they are signed.
+    pub webhooks: crate::webhooks::Settings,
     /// Every file this snapshot was read from, to watch for changes.
     pub files: Vec<PathBuf>,
     /// A hash of the text of every file read; equal fingerprints mean an unchanged configuration.
@@ -76,6 +78,7 @@ impl Config {
             models: IndexMap::new(),
             functions: Arc::default(),
             log_retention: DEFAULT_LOG_RETENTION,
+            webhooks: crate::webhooks::Settings::default(),
             files: Vec::new(),
             fingerprint: 0,
         }
@@ -157,6 +160,8 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
 
     let functions = functions.unwrap_or_else(crate::functions::catalog::Loaded::empty);
     problems.0.extend(functions.problems);
+    let webhooks = webhook_settings(document.webhooks.unwrap_or_default(), path, &base_dir, &mut problems);
+
     if let Some(text) = &text {
         problems.locate(path, text);
     }
@@ -177,9 +182,38 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         log_retention,
         models: document.models.into_iter().map(|(k, v)| (k, v.map(Value::Object).unwrap_or(Value::Null))).collect(),
         functions: Arc::new(functions.functions),
+        webhooks,
         files,
         fingerprint: hasher.finish(),
     })
+}
+
+/// The webhook settings, the signing secret resolved.
+fn webhook_settings(
+    entry: model::WebhooksYaml,
+    file: &Path,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> crate::webhooks::Settings {
+    let defaults = crate::webhooks::Settings::default();
+    let signing_secret = entry.signing_secret.and_then(|value| {
+        match reference::resolve(&value, base_dir, true, "LATCHKEY_WEBHOOK_SIGNING_SECRET") {
+            Ok(v) => Some(Secret::new(v)),
+            Err(e) => {
+                problems.push(Problem::new(file, "/webhooks/signing_secret", e.message).hint(e.hint));
+                None
+            }
+        }
+    });
+    crate::webhooks::Settings {
+        urls: entry.primary_url.into_iter().chain(entry.secondary_url).collect(),
+        signing_secret,
+        on_auth_creation: entry.on_auth_creation.unwrap_or(defaults.on_auth_creation),
+        on_auth_refresh_error: entry.on_auth_refresh_error.unwrap_or(defaults.on_auth_refresh_error),
+        on_sync_completion_always: entry.on_sync_completion_always.unwrap_or(defaults.on_sync_completion_always),
+        on_sync_error: entry.on_sync_error.unwrap_or(defaults.on_sync_error),
+        on_async_action_completion: entry.on_async_action_completion.unwrap_or(defaults.on_async_action_completion),
+    }
 }
 
 /// Compiles one declared integration, resolving its references.

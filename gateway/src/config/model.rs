@@ -14,6 +14,8 @@ pub struct NangoYaml {
     pub models: IndexMap<String, Option<Map<String, Value>>>,
     #[serde(default)]
     pub logs: Option<LogsYaml>,
+    #[serde(default)]
+    pub webhooks: Option<WebhooksYaml>,
 }
 
 /// Latchkey's `logs:` section.
@@ -21,6 +23,20 @@ pub struct NangoYaml {
 pub struct LogsYaml {
     /// How long log entries are kept, such as `7d`.
     pub retention: Option<String>,
+}
+
+/// Where and when the gateway POSTs webhooks to you, with Nango's setting names.
+#[derive(Debug, Default, Deserialize)]
+pub struct WebhooksYaml {
+    pub primary_url: Option<String>,
+    pub secondary_url: Option<String>,
+    /// The key of the `X-Nango-Hmac-Sha256` signature; a `${env:…}` or `${file:…}` reference.
+    pub signing_secret: Option<String>,
+    pub on_auth_creation: Option<bool>,
+    pub on_auth_refresh_error: Option<bool>,
+    pub on_sync_completion_always: Option<bool>,
+    pub on_sync_error: Option<bool>,
+    pub on_async_action_completion: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::connection::Connection;
 use crate::records::api::ConnectionHeaders;
 use crate::time::now_millis;
+use crate::webhooks::Event;
 use crate::with_pool;
 
 pub fn routes() -> Router<Arc<App>> {
@@ -109,6 +110,16 @@ async fn trigger(
         .map(|_| ()));
         if let Err(e) = saved {
             tracing::error!("cannot record the result of async action {run_id}: {e}");
+        }
+        let payload = json!({
+            "type": "async_action",
+            "from": "nango",
+            "connectionId": connection.connection_id,
+            "providerConfigKey": connection.provider_config_key,
+            "payload": { "id": run_id, "statusUrl": format!("/action/{run_id}") },
+        });
+        if let Err(e) = app.webhooks.enqueue(Event::for_connection(&connection, payload)).await {
+            tracing::error!("cannot queue the webhook of async action {run_id}: {e}");
         }
     });
     let status_url = format!("/action/{id}");

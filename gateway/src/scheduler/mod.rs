@@ -19,7 +19,8 @@ use sqlx::Row;
 use crate::app::App;
 use crate::functions::{self, Context, Function, Limits, SyncRun};
 use crate::store::{Db, StoreError};
-use crate::time::now_millis;
+use crate::time::{from_millis, iso, now_millis};
+use crate::webhooks::Event;
 use crate::with_pool;
 
 const TICK: Duration = Duration::from_secs(1);
@@ -238,6 +239,54 @@ async fn execute(app: &Arc<App>, claimed: Claimed) {
     let outcome = run_claimed(app, &claimed).await;
     if let Err(e) = finish(&app.store.db, &claimed, &outcome).await {
         tracing::error!(run = claimed.run, "cannot record the end of a sync run: {e}");
+    }
+    notify(app, &claimed, &outcome).await;
+}
+
+/// Nango's sync webhooks, one per model; the webhook settings decide which are sent (changes
+/// only, unless `on_sync_completion_always`; errors when `on_sync_error`).
+async fn notify(app: &App, claimed: &Claimed, outcome: &Result<Changes, Value>) {
+    let config = app.config.current();
+    let models = config.functions.get(&claimed.provider_config_key, &claimed.sync_name).map(|f| f.models.clone());
+    let connection = match app.store.connections.get(&claimed.provider_config_key, &claimed.connection_id).await {
+        Ok(Some(connection)) => connection,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(run = claimed.run, "cannot read the connection to send sync webhooks: {e}");
+            return;
+        }
+    };
+    let started = iso(from_millis(claimed.started_at));
+    for model in models.unwrap_or_default() {
+        let mut payload = json!({
+            "from": "nango",
+            "type": "sync",
+            "connectionId": claimed.connection_id,
+            "providerConfigKey": claimed.provider_config_key,
+            "syncName": claimed.sync_name,
+            "syncVariant": claimed.variant,
+            "model": model,
+            // INITIAL when the run started without a last sync date (first run, or after a reset).
+            "syncType": if claimed.last_sync_date.is_none() { "INITIAL" } else { "INCREMENTAL" },
+        });
+        match outcome {
+            Ok(changes) => {
+                let summary = changes.get(&model).copied().unwrap_or_default();
+                payload["success"] = json!(true);
+                payload["responseResults"] = json!(summary);
+                payload["modifiedAfter"] = json!(started);
+                payload["queryTimeStamp"] = json!(started);
+            }
+            Err(error) => {
+                payload["success"] = json!(false);
+                payload["error"] = json!({ "type": error["type"], "description": error["message"] });
+                payload["startedAt"] = json!(started);
+                payload["failedAt"] = json!(iso(chrono::Utc::now()));
+            }
+        }
+        if let Err(e) = app.webhooks.enqueue(Event::for_connection(&connection, payload)).await {
+            tracing::error!(run = claimed.run, "cannot queue a sync webhook: {e}");
+        }
     }
 }
 
