@@ -25,6 +25,23 @@ pub struct App {
 }
 
 impl App {
+    /// Assembles the shared parts around an open store: the log writer, the webhook queue and
+    /// the refresher. Background workers are started by the caller.
+    pub fn new(config: Arc<ConfigHandle>, store: Arc<Store>, secret_key: Secret, server_url: &str) -> Arc<App> {
+        let logs = Logs::start(store.db.clone(), Arc::clone(&config));
+        let webhooks = Webhooks::new(store.db.clone(), Arc::clone(&config), secret_key.clone());
+        let refresh = Refresher::new(Arc::clone(&store), Arc::clone(&webhooks));
+        Arc::new(App {
+            config,
+            store,
+            logs,
+            secret_key,
+            server_url: server_url.trim_end_matches('/').to_string(),
+            webhooks,
+            refresh,
+        })
+    }
+
     /// The integration under `key`: declared in the config snapshot, else created through the API.
     pub fn integration(&self, config: &Config, key: &str) -> Option<Arc<Integration>> {
         config.integrations.get(key).cloned().or_else(|| self.store.integrations.get(key))

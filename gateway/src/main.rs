@@ -32,6 +32,27 @@ enum Command {
     GenerateKey,
     /// Browse the provider catalog.
     Providers(ProvidersArgs),
+    /// Run a sync or an action once against a connection and print its records or output.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The integration (provider config key).
+    integration: String,
+    /// The sync or action.
+    function: String,
+    /// The connection id.
+    #[arg(long)]
+    connection: String,
+    /// The action's input, as JSON.
+    #[arg(long)]
+    input: Option<String>,
+    /// Write the sync's records (as a recorded run) instead of printing them.
+    #[arg(long)]
+    save: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Args)]
@@ -151,6 +172,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Providers(args) => run_providers(args),
+        Command::Run(args) => run_function(args),
     }
 }
 
@@ -176,7 +198,52 @@ fn init_logging() {
 }
 
 fn run_serve(args: ServeArgs) -> ExitCode {
-    let options = ServeOptions {
+    match serve(serve_options(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("latchkey: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_function(args: RunArgs) -> ExitCode {
+    let input = match args.input.as_deref().map(serde_json::from_str).transpose() {
+        Ok(input) => input.unwrap_or(serde_json::Value::Null),
+        Err(e) => {
+            eprintln!("latchkey: --input is not JSON: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = serve_options(args.serve);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("latchkey: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let config =
+            ConfigHandle::load(options.load.clone()).map_err(|p| format!("the configuration has problems:\n{p}"))?;
+        let app = latchkey::server::open_app(&options, std::sync::Arc::new(config)).await.map_err(|e| e.to_string())?;
+        latchkey::functions::cli::run_once(app, &args.integration, &args.function, &args.connection, input, args.save)
+            .await
+    });
+    match result {
+        Ok(report) => {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("latchkey: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_options(args: ServeArgs) -> ServeOptions {
+    ServeOptions {
         load: args.config.load_options(),
         listen: args.listen,
         database_url: args.database.url(),
@@ -193,13 +260,6 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
         shutdown_grace_seconds: args.shutdown_grace,
         refresh_scan_interval: std::time::Duration::from_secs(args.refresh_scan_interval.max(1)),
-    };
-    match serve(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("latchkey: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -9,7 +9,6 @@ use pingora::server::{RunArgs, Server};
 
 use crate::app::App;
 use crate::config::{ConfigHandle, LoadOptions};
-use crate::logs::Logs;
 use crate::problem::Problems;
 use crate::proxy::Edge;
 use crate::secret::Secret;
@@ -78,6 +77,7 @@ pub fn serve(options: ServeOptions) -> Result<(), StartError> {
         app.store.spawn_change_listener();
         app.webhooks.spawn_worker();
         crate::auth::refresh::spawn_background(Arc::clone(&app), options.refresh_scan_interval);
+        crate::functions::start(&app);
     });
 
     let mut conf = ServerConf {
@@ -112,26 +112,16 @@ pub fn serve(options: ServeOptions) -> Result<(), StartError> {
     Ok(())
 }
 
-async fn open_app(options: &ServeOptions, config: Arc<ConfigHandle>) -> Result<Arc<App>, StartError> {
+pub async fn open_app(options: &ServeOptions, config: Arc<ConfigHandle>) -> Result<Arc<App>, StartError> {
     let db = Db::connect(&options.database_url).await?;
     db.migrate().await?;
     let keys = key_ring(options, &db)?;
-    let logs = Logs::start(db.clone(), Arc::clone(&config));
     let store = Store::open(db, keys).await?;
     let secret_key = match &options.secret_key {
         Some(key) => key.clone(),
         None => stored_secret_key(&store).await?,
     };
-    let webhooks = crate::webhooks::Webhooks::new(store.db.clone(), Arc::clone(&config), secret_key.clone());
-    Ok(Arc::new(App {
-        config,
-        store: Arc::clone(&store),
-        logs,
-        secret_key,
-        server_url: options.server_url.trim_end_matches('/').to_string(),
-        refresh: crate::auth::refresh::Refresher::new(Arc::clone(&store), Arc::clone(&webhooks)),
-        webhooks,
-    }))
+    Ok(App::new(config, store, secret_key, &options.server_url))
 }
 
 fn key_ring(options: &ServeOptions, db: &Db) -> Result<KeyRing, StartError> {

@@ -52,6 +52,9 @@ fn routes() -> Router<Arc<App>> {
         .route("/webhooks/deliveries/{id}/replay", post(crate::webhooks::api::replay))
         .route("/admin/config", get(admin::config))
         .route("/admin/reload", post(admin::reload))
+        .merge(crate::records::api::routes())
+        .merge(crate::functions::api::routes())
+        .merge(crate::scheduler::api::routes())
         .fallback(|| async { ApiError::not_found("No such endpoint") })
 }
 

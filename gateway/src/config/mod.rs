@@ -57,6 +57,8 @@ pub struct Config {
     pub integrations: IndexMap<String, Arc<Integration>>,
     /// Models declared in the config file, as written.
     pub models: IndexMap<String, Value>,
+    /// The syncs and actions, compiled.
+    pub functions: Arc<crate::functions::Functions>,
     /// How long the log store keeps entries (`logs.retention`).
     pub log_retention: Duration,
     /// Where webhooks go and how they are signed.
@@ -84,6 +86,7 @@ impl Config {
             catalog: Catalog::default(),
             integrations: IndexMap::new(),
             models: IndexMap::new(),
+            functions: Arc::default(),
             log_retention: DEFAULT_LOG_RETENTION,
             webhooks: crate::webhooks::Settings::default(),
             rate_limits: IndexMap::new(),
@@ -112,6 +115,7 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
             return Err(problems);
         }
     };
+    let mut functions = None;
     let document = match text.as_deref().map(yaml::parse) {
         None => NangoYaml::default(),
         Some(Err(e)) => {
@@ -125,6 +129,7 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
                 problems.locate(path, text.as_deref().unwrap_or_default());
                 return Err(problems);
             }
+            functions = Some(crate::functions::catalog::load(&value, path, &base_dir));
             match serde_json::from_value::<NangoYaml>(value) {
                 Ok(doc) => doc,
                 Err(e) => {
@@ -186,6 +191,8 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         }
     }
 
+    let functions = functions.unwrap_or_else(crate::functions::catalog::Loaded::empty);
+    problems.0.extend(functions.problems);
     let webhooks = webhook_settings(document.webhooks.unwrap_or_default(), path, &base_dir, &mut problems);
 
     if let Some(text) = &text {
@@ -196,8 +203,9 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
     }
     let mut files = loaded.files;
     files.push(path.clone());
+    files.extend(functions.files.iter().map(|(file, _)| file.clone()));
     let mut hasher = std::hash::DefaultHasher::new();
-    (loaded.fingerprint, &text).hash(&mut hasher);
+    (loaded.fingerprint, &text, &functions.files).hash(&mut hasher);
     Ok(Config {
         version,
         loaded_at: Utc::now(),
@@ -209,6 +217,7 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         connect_timeout,
         read_timeout,
         models: document.models.into_iter().map(|(k, v)| (k, v.map(Value::Object).unwrap_or(Value::Null))).collect(),
+        functions: Arc::new(functions.functions),
         webhooks,
         files,
         fingerprint: hasher.finish(),

@@ -1,0 +1,181 @@
+//! Actions as Nango's API has them: `POST /action/trigger` answers with the action's output as
+//! is, or with `X-Async: true` at once with 202 and an id that `GET /action/:id` reads later.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::catalog::{Function, Kind};
+use super::run::{invoke, Context, Failure, Limits};
+use crate::api::extract::{Body, SecretKey};
+use crate::api::ApiError;
+use crate::app::App;
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::records::api::ConnectionHeaders;
+use crate::time::now_millis;
+use crate::webhooks::Event;
+use crate::with_pool;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new().route("/action/trigger", post(trigger)).route("/action/{id}", get(result))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    action_name: String,
+    #[serde(default)]
+    input: Value,
+}
+
+/// The function `name` of kind `kind` on the integration, or a 404 that says what exists.
+pub fn find(config: &Config, integration: &str, name: &str, kind: Kind) -> Result<Arc<Function>, ApiError> {
+    match config.functions.get(integration, name) {
+        Some(f) if f.kind == kind => Ok(Arc::clone(f)),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            if kind == Kind::Action { "unknown_action" } else { "unknown_sync" },
+            format!("integration `{integration}` has no {} `{name}` in the configuration", kind.as_str()),
+        )),
+    }
+}
+
+/// The provider's pagination hints, for `paginate`.
+pub fn paginate_hints(config: &Config, connection: &Connection) -> Option<Value> {
+    config.catalog.get(&connection.provider).and_then(|p| p.proxy.as_ref()).and_then(|p| p.paginate.clone())
+}
+
+async fn trigger(
+    _: SecretKey,
+    State(app): State<Arc<App>>,
+    connection: ConnectionHeaders,
+    headers: HeaderMap,
+    Body(body): Body<TriggerBody>,
+) -> Result<Response, ApiError> {
+    let config = app.config.current();
+    let function = find(&config, &connection.provider_config_key, &body.action_name, Kind::Action)?;
+    let connection = connection.connection(&app).await?;
+    let context = Context {
+        paginate: paginate_hints(&config, &connection),
+        function,
+        connection: Arc::clone(&connection),
+        input: body.input,
+        run: None,
+        save: true,
+        limits: Limits::from_env(),
+    };
+    let is_async = headers.get("x-async").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if !is_async {
+        let finished = invoke(Arc::clone(&app), context).await;
+        return match finished.result {
+            Ok(output) => Ok(Json(output).into_response()),
+            Err(e) => Err(failure_response(&e.failure())),
+        };
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    with_pool!(&app.store.db, pool => sqlx::query(
+        "INSERT INTO action_runs (id, connection, action_name, status, created_at) VALUES ($1, $2, $3, 'RUNNING', $4)",
+    )
+    .bind(&id)
+    .bind(connection.id)
+    .bind(&body.action_name)
+    .bind(now_millis())
+    .execute(pool)
+    .await
+    .map(|_| ())
+    .map_err(crate::store::StoreError::from)?);
+    let run_id = id.clone();
+    tokio::spawn(async move {
+        let finished = invoke(Arc::clone(&app), context).await;
+        let (status, output) = match finished.result {
+            Ok(output) => ("SUCCESS", output),
+            Err(e) => ("FAILED", e.failure().to_json()),
+        };
+        let saved = with_pool!(&app.store.db, pool => sqlx::query(
+            "UPDATE action_runs SET status = $2, output = $3, finished_at = $4 WHERE id = $1",
+        )
+        .bind(&run_id)
+        .bind(status)
+        .bind(output.to_string())
+        .bind(now_millis())
+        .execute(pool)
+        .await
+        .map(|_| ()));
+        if let Err(e) = saved {
+            tracing::error!("cannot record the result of async action {run_id}: {e}");
+        }
+        let payload = json!({
+            "type": "async_action",
+            "from": "nango",
+            "connectionId": connection.connection_id,
+            "providerConfigKey": connection.provider_config_key,
+            "payload": { "id": run_id, "statusUrl": format!("/action/{run_id}") },
+        });
+        if let Err(e) = app.webhooks.enqueue(Event::for_connection(&connection, payload)).await {
+            tracing::error!("cannot queue the webhook of async action {run_id}: {e}");
+        }
+    });
+    let status_url = format!("/action/{id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, status_url.clone())],
+        Json(json!({ "id": id, "statusUrl": status_url })),
+    )
+        .into_response())
+}
+
+/// An action's failure as Nango reports it: 500 with the error's type and payload.
+fn failure_response(failure: &Failure) -> ApiError {
+    let code = match failure.kind.as_str() {
+        "action_script_runtime_error" => "action_script_runtime_error",
+        "execution_timeout" => "execution_timeout",
+        "out_of_memory" => "out_of_memory",
+        "output_too_large" => "script_output_too_large",
+        "script_http_error" => "script_http_error",
+        _ => "action_script_failure",
+    };
+    let error = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, failure.message.clone());
+    match &failure.payload {
+        Some(payload) => error.with_payload(payload.clone()),
+        None => error,
+    }
+}
+
+async fn result(_: SecretKey, State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let row: Option<(String, Option<String>)> = with_pool!(&app.store.db, pool => sqlx::query_as(
+        "SELECT status, output FROM action_runs WHERE id = $1",
+    )
+    .bind(&id)
+    .fetch_optional(pool)
+    .await
+    .map_err(crate::store::StoreError::from)?);
+    let not_found = || ApiError::not_found(format!("No finished action with id `{id}`"));
+    let (status, output) = row.ok_or_else(not_found)?;
+    let output: Value = output
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(crate::store::StoreError::from)?
+        .unwrap_or(Value::Null);
+    match status.as_str() {
+        "SUCCESS" => Ok(Json(output).into_response()),
+        "FAILED" => {
+            let failure = Failure {
+                kind: output["type"].as_str().unwrap_or("action_script_failure").to_string(),
+                message: output["message"].as_str().unwrap_or("the action failed").to_string(),
+                payload: output.get("payload").cloned(),
+                stack: None,
+                response: None,
+            };
+            Err(failure_response(&failure))
+        }
+        _ => Err(not_found()),
+    }
+}

@@ -1,0 +1,113 @@
+use serde_json::json;
+
+use super::*;
+
+async fn store() -> (Records, tempdir::Dir, i64) {
+    let dir = tempdir::Dir::new();
+    let db = Db::connect(&format!("sqlite://{}", dir.path.join("t.db").display())).await.unwrap();
+    db.migrate().await.unwrap();
+    let Db::Sqlite(pool) = &db else { unreachable!() };
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO connections (provider_config_key, connection_id, provider, credentials, credentials_nonce,
+             credentials_key_id, created_at, updated_at)
+         VALUES ('gh', 'c1', 'github', x'00', x'00', 'k', 0, 0) RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (Records::new(db), dir, id)
+}
+
+mod tempdir {
+    pub struct Dir {
+        pub path: std::path::PathBuf,
+    }
+    impl Dir {
+        pub fn new() -> Dir {
+            let path = std::env::temp_dir().join(format!("latchkey-records-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir { path }
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn ids(page: &Page) -> Vec<(String, String)> {
+    page.records
+        .iter()
+        .map(|r| {
+            (r["id"].as_str().unwrap().to_string(), r["_nango_metadata"]["last_action"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn unchanged_records_keep_their_place_and_changes_move_to_the_end() {
+    let (records, _dir, conn) = store().await;
+    let ds = Dataset::new(conn, "Issue", None);
+    let first = records
+        .save(&ds, vec![json!({"id": 1, "t": "a"}), json!({"id": "2", "t": "b"}), json!({"id": 1, "t": "dup"})], 1, 10)
+        .await
+        .unwrap();
+    assert_eq!((first.added, first.updated), (2, 0));
+    let all = records.list(&ds, &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(ids(&all), vec![("1".into(), "ADDED".into()), ("2".into(), "ADDED".into())]);
+    assert_eq!(all.records[0]["t"], "a", "the first of repeated ids wins");
+    let cursor = decode_cursor(all.records[1]["_nango_metadata"]["cursor"].as_str().unwrap()).unwrap();
+
+    let second =
+        records.save(&ds, vec![json!({"id": 1, "t": "a"}), json!({"id": "2", "t": "c"})], 2, 20).await.unwrap();
+    assert_eq!((second.added, second.updated, second.unchanged), (0, 1, 1));
+    let after =
+        records.list(&ds, &ListQuery { after_seq: Some(cursor), limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(ids(&after), vec![("2".into(), "UPDATED".into())]);
+
+    let merged =
+        records.update(&ds, vec![json!({"id": "2", "extra": {"x": 1}}), json!({"id": "9"})], 2, 30).await.unwrap();
+    assert_eq!(merged.updated, 1);
+    let deleted = records.delete(&ds, vec![json!({"id": 1})], 40).await.unwrap();
+    assert_eq!(deleted.deleted, 1);
+    let page = records.list(&ds, &ListQuery { limit: 1, ..Default::default() }).await.unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert!(page.next_cursor.is_some());
+    let only_deleted = records
+        .list(&ds, &ListQuery { actions: vec![Action::Deleted], limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(ids(&only_deleted), vec![("1".into(), "DELETED".into())]);
+    let two = records.list(&ds, &ListQuery { ids: vec!["2".into()], limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(two.records[0]["extra"], json!({"x": 1}));
+    assert_eq!(two.records[0]["t"], "c");
+    assert_eq!(records.count(&ds).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_full_sync_deletes_what_it_did_not_see() {
+    let (records, _dir, conn) = store().await;
+    let ds = Dataset::new(conn, "Item", Some("eu"));
+    assert_eq!(ds.model, "Item::eu");
+    records.save(&ds, vec![json!({"id": "a"}), json!({"id": "b"}), json!({"id": "c"})], 1, 10).await.unwrap();
+    records.save(&ds, vec![json!({"id": "a"}), json!({"id": "c"})], 2, 20).await.unwrap();
+    assert_eq!(records.delete_unseen(&ds, 2, 30).await.unwrap(), 1);
+    let deleted = records
+        .list(&ds, &ListQuery { actions: vec![Action::Deleted], limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(ids(&deleted), vec![("b".into(), "DELETED".into())]);
+    // Saving it again brings it back as added.
+    let back = records.save(&ds, vec![json!({"id": "b"})], 3, 40).await.unwrap();
+    assert_eq!(back.added, 1);
+}
+
+#[tokio::test]
+async fn invalid_records_are_refused_with_their_position() {
+    let (records, _dir, conn) = store().await;
+    let ds = Dataset::new(conn, "Issue", None);
+    let e = records.save(&ds, vec![json!({"id": "ok"}), json!({"title": "no id"})], 1, 10).await.unwrap_err();
+    assert!(e.to_string().contains("record 1"), "{e}");
+    assert!(decode_cursor("garbage").is_err());
+}

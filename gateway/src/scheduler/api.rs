@@ -1,0 +1,346 @@
+//! Nango's sync commands: `POST /sync/trigger|start|pause` and `GET /sync/status`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::{QueryBuilder, Row};
+
+use super::ensure_schedules;
+use crate::api::extract::{Body, Query, SecretKey};
+use crate::api::ApiError;
+use crate::app::App;
+use crate::functions::Kind;
+use crate::records::{Dataset, Records};
+use crate::store::StoreError;
+use crate::time::{from_millis, iso, now_millis};
+use crate::with_pool;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/sync/trigger", post(trigger))
+        .route("/sync/start", post(start))
+        .route("/sync/pause", post(pause))
+        .route("/sync/status", get(status))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SyncName {
+    Name(String),
+    WithVariant { name: String, variant: Option<String> },
+}
+
+impl SyncName {
+    fn parts(&self) -> (String, String) {
+        match self {
+            // `name::variant`, as /sync/status writes it.
+            SyncName::Name(full) => match full.split_once("::") {
+                Some((name, variant)) => (name.to_string(), variant.to_string()),
+                None => (full.clone(), "base".into()),
+            },
+            SyncName::WithVariant { name, variant } => (name.clone(), variant.clone().unwrap_or_else(|| "base".into())),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TriggerOpts {
+    #[serde(default)]
+    reset: bool,
+    #[serde(default)]
+    empty_cache: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    #[serde(default)]
+    syncs: Vec<SyncName>,
+    provider_config_key: String,
+    connection_id: Option<String>,
+    sync_mode: Option<String>,
+    full_resync: Option<bool>,
+    opts: Option<TriggerOpts>,
+}
+
+/// One schedule the command applies to.
+struct Target {
+    id: i64,
+    connection: i64,
+    connection_id: String,
+    sync_name: String,
+    variant: String,
+    state: String,
+    frequency_ms: i64,
+    next_run_at: i64,
+    last_sync_date: Option<i64>,
+}
+
+/// The schedules of the named syncs (all syncs when none is named) of the integration, for
+/// one connection or all of them. Unknown sync names are refused.
+async fn targets(
+    app: &App,
+    key: &str,
+    connection_id: Option<&str>,
+    syncs: &[(String, String)],
+) -> Result<Vec<Target>, ApiError> {
+    let config = app.config.current();
+    for (name, _) in syncs {
+        if config.functions.get(key, name).is_none_or(|f| f.kind != Kind::Sync) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_sync",
+                format!("integration `{key}` has no sync `{name}` in the configuration"),
+            ));
+        }
+    }
+    if let Some(id) = connection_id {
+        app.store.connections.get(key, id).await?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_connection",
+                format!("There is no connection `{id}` for integration `{key}`"),
+            )
+        })?;
+    }
+    ensure_schedules(app, Some(key)).await?;
+    let rows = with_pool!(&app.store.db, pool => {
+        let mut q = QueryBuilder::new(
+            "SELECT s.id, s.connection, c.connection_id, s.sync_name, s.variant, s.state, s.frequency_ms, s.next_run_at,
+                    s.last_sync_date
+             FROM sync_schedules s JOIN connections c ON c.id = s.connection WHERE c.provider_config_key = ",
+        );
+        q.push_bind(key);
+        if let Some(id) = connection_id {
+            q.push(" AND c.connection_id = ").push_bind(id);
+        }
+        q.push(" ORDER BY c.connection_id, s.sync_name");
+        q.build().fetch_all(pool).await.map_err(StoreError::from)?
+            .into_iter()
+            .map(|row| -> Result<Target, sqlx::Error> {
+                Ok(Target {
+                    id: row.try_get(0)?,
+                    connection: row.try_get(1)?,
+                    connection_id: row.try_get(2)?,
+                    sync_name: row.try_get(3)?,
+                    variant: row.try_get(4)?,
+                    state: row.try_get(5)?,
+                    frequency_ms: row.try_get(6)?,
+                    next_run_at: row.try_get(7)?,
+                    last_sync_date: row.try_get(8)?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::from)?
+    });
+    Ok(rows
+        .into_iter()
+        .filter(|t| syncs.is_empty() || syncs.iter().any(|(n, v)| *n == t.sync_name && *v == t.variant))
+        .collect())
+}
+
+async fn trigger(
+    _: SecretKey,
+    State(app): State<Arc<App>>,
+    Body(body): Body<CommandBody>,
+) -> Result<Json<Value>, ApiError> {
+    let full = match (&body.sync_mode, body.full_resync, &body.opts) {
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            return Err(ApiError::invalid_body(
+                "`opts` cannot be combined with `sync_mode` or `full_resync`",
+                &["opts"],
+            ))
+        }
+        (Some(mode), _, None) => match mode.as_str() {
+            "incremental" => (false, false),
+            "full_refresh" => (true, false),
+            "full_refresh_and_clear_cache" => (true, true),
+            other => {
+                return Err(ApiError::invalid_body(
+                    format!("`sync_mode` is incremental, full_refresh or full_refresh_and_clear_cache, not `{other}`"),
+                    &["sync_mode"],
+                ))
+            }
+        },
+        (None, Some(resync), None) => (resync, false),
+        (None, None, Some(opts)) => (opts.reset || opts.empty_cache, opts.empty_cache),
+        (None, None, None) => (false, false),
+    };
+    let (reset, empty_cache) = full;
+    let names: Vec<(String, String)> = body.syncs.iter().map(SyncName::parts).collect();
+    let targets = targets(&app, &body.provider_config_key, body.connection_id.as_deref(), &names).await?;
+    let config = app.config.current();
+    let now = now_millis();
+    for target in &targets {
+        if reset {
+            let key = format!("sync:{}:{}", target.sync_name, target.variant);
+            crate::functions::save_checkpoint(&app.store.db, target.connection, &key, None).await?;
+        }
+        if empty_cache {
+            let models = config.functions.get(&body.provider_config_key, &target.sync_name).map(|f| f.models.clone());
+            let records = Records::new(app.store.db.clone());
+            for model in models.unwrap_or_default() {
+                records.clear(&Dataset::new(target.connection, &model, Some(&target.variant))).await.map_err(|e| {
+                    tracing::error!("cannot empty the records of {model}: {e}");
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        "the gateway could not empty the records",
+                    )
+                })?;
+            }
+        }
+        with_pool!(&app.store.db, pool => sqlx::query(
+            "UPDATE sync_schedules SET next_run_at = $2, next_run_kind = $3,
+                 last_sync_date = CASE WHEN $4 THEN NULL ELSE last_sync_date END
+             WHERE id = $1",
+        )
+        .bind(target.id)
+        .bind(now)
+        .bind(if reset { "FULL" } else { "INCREMENTAL" })
+        .bind(reset)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from)?);
+    }
+    Ok(Json(json!({ "success": true })))
+}
+
+async fn start(
+    _: SecretKey,
+    State(app): State<Arc<App>>,
+    Body(body): Body<CommandBody>,
+) -> Result<Json<Value>, ApiError> {
+    set_state(&app, &body, "STARTED").await
+}
+
+async fn pause(
+    _: SecretKey,
+    State(app): State<Arc<App>>,
+    Body(body): Body<CommandBody>,
+) -> Result<Json<Value>, ApiError> {
+    set_state(&app, &body, "PAUSED").await
+}
+
+async fn set_state(app: &App, body: &CommandBody, state: &str) -> Result<Json<Value>, ApiError> {
+    let names: Vec<(String, String)> = body.syncs.iter().map(SyncName::parts).collect();
+    let now = now_millis();
+    for target in targets(app, &body.provider_config_key, body.connection_id.as_deref(), &names).await? {
+        if target.state == state {
+            continue;
+        }
+        // Starting a paused sync runs it at once, then on its frequency.
+        with_pool!(&app.store.db, pool => sqlx::query(
+            "UPDATE sync_schedules SET state = $2, next_run_at = CASE WHEN $2 = 'STARTED' THEN $3 ELSE next_run_at END
+             WHERE id = $1",
+        )
+        .bind(target.id)
+        .bind(state)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from)?);
+    }
+    Ok(Json(json!({ "success": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusQuery {
+    syncs: Option<String>,
+    provider_config_key: Option<String>,
+    connection_id: Option<String>,
+}
+
+async fn status(
+    _: SecretKey,
+    State(app): State<Arc<App>>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let key = q
+        .provider_config_key
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::invalid_query("`provider_config_key` is required", &["provider_config_key"]))?;
+    let syncs =
+        q.syncs.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::invalid_query("`syncs` is required", &["syncs"]))?;
+    let names: Vec<(String, String)> = if syncs == "*" {
+        Vec::new()
+    } else {
+        syncs.split(',').map(|s| SyncName::Name(s.trim().to_string()).parts()).collect()
+    };
+    let config = app.config.current();
+    let records = Records::new(app.store.db.clone());
+    let mut out = Vec::new();
+    for target in targets(&app, &key, q.connection_id.as_deref(), &names).await? {
+        let runs = with_pool!(&app.store.db, pool => sqlx::query(
+            "SELECT status, kind, finished_at, results FROM sync_runs WHERE schedule = $1 ORDER BY id DESC LIMIT 2",
+        )
+        .bind(target.id)
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::from)?
+        .into_iter()
+        .map(|row| -> Result<(String, String, Option<i64>, String), sqlx::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StoreError::from)?);
+        let running = runs.first().is_some_and(|r| r.0 == "RUNNING");
+        let finished = runs.iter().find(|r| r.0 != "RUNNING");
+        let status = if running {
+            "RUNNING"
+        } else if target.state == "PAUSED" {
+            "PAUSED"
+        } else if finished.is_some_and(|r| r.0 == "FAILED") {
+            "ERROR"
+        } else {
+            "SUCCESS"
+        };
+        let mut record_count = serde_json::Map::new();
+        let models = config.functions.get(&key, &target.sync_name).map(|f| f.models.clone()).unwrap_or_default();
+        for model in models {
+            let count =
+                records.count(&Dataset::new(target.connection, &model, Some(&target.variant))).await.map_err(|e| {
+                    tracing::error!("cannot count records of {model}: {e}");
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        "the gateway could not count the records",
+                    )
+                })?;
+            record_count.insert(model, json!(count));
+        }
+        let checkpoint: Option<String> = with_pool!(&app.store.db, pool => sqlx::query_scalar(
+            "SELECT value FROM function_checkpoints WHERE connection = $1 AND key = $2",
+        )
+        .bind(target.connection)
+        .bind(format!("sync:{}:{}", target.sync_name, target.variant))
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::from)?);
+        out.push(json!({
+            "id": target.id.to_string(),
+            "connection_id": target.connection_id,
+            "name": target.sync_name,
+            "variant": target.variant,
+            "status": status,
+            "type": if target.last_sync_date.is_some() { "INCREMENTAL" } else { "INITIAL" },
+            "finishedAt": finished.and_then(|r| r.2).map(|t| iso(from_millis(t))),
+            "nextScheduledSyncAt": (target.state == "STARTED").then(|| iso(from_millis(target.next_run_at))),
+            "frequency": format!("every {} seconds", target.frequency_ms / 1000),
+            "latestResult": finished.map(|r| serde_json::from_str::<Value>(&r.3).unwrap_or(Value::Null)),
+            "latestExecutionStatus": runs.first().map(|r| if r.0 == "FAILED" { "STOPPED" } else { r.0.as_str() }),
+            "recordCount": record_count,
+            "checkpoint": checkpoint.and_then(|c| serde_json::from_str::<Value>(&c).ok()),
+        }));
+    }
+    Ok(Json(json!({ "syncs": out })))
+}
