@@ -3,7 +3,8 @@
 //! request that is not `/proxy/*` to this router.
 
 mod admin;
-mod connections;
+pub mod connect_ui;
+pub(crate) mod connections;
 pub mod error;
 pub mod extract;
 mod integrations;
@@ -48,6 +49,7 @@ fn routes() -> Router<Arc<App>> {
         .route("/connection/{id}", get(connections::show).delete(connections::delete))
         .route("/admin/config", get(admin::config))
         .route("/admin/reload", post(admin::reload))
+        .merge(crate::auth::routes())
         .fallback(|| async { ApiError::not_found("No such endpoint") })
 }
 

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use serde_json::Value;
 
-pub use model::split_scopes;
+pub use model::{split_scopes, ConnectUi, ConnectUiColours};
 pub use reload::{ConfigHandle, ReloadStatus};
 
 use crate::catalog::{self, Catalog};
@@ -52,6 +52,8 @@ pub struct Config {
     pub models: IndexMap<String, Value>,
     /// Every file this snapshot was read from, to watch for changes.
     pub files: Vec<PathBuf>,
+    /// The look of the Connect UI.
+    pub connect_ui: ConnectUi,
     /// A hash of the text of every file read; equal fingerprints mean an unchanged configuration.
     pub fingerprint: u64,
 }
@@ -68,6 +70,7 @@ impl Config {
             models: IndexMap::new(),
             files: Vec::new(),
             fingerprint: 0,
+            connect_ui: ConnectUi::default(),
         }
     }
 }
@@ -151,6 +154,7 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         models: document.models.into_iter().map(|(k, v)| (k, v.map(Value::Object).unwrap_or(Value::Null))).collect(),
         files,
         fingerprint: hasher.finish(),
+        connect_ui: document.connect_ui,
     })
 }
 

@@ -12,6 +12,33 @@ pub struct NangoYaml {
     pub integrations: IndexMap<String, Option<IntegrationYaml>>,
     #[serde(default)]
     pub models: IndexMap<String, Option<Map<String, Value>>>,
+    #[serde(default)]
+    pub connect_ui: ConnectUi,
+}
+
+/// The look of Latchkey's Connect UI (`connect_ui:` in nango.yaml).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ConnectUi {
+    pub logo_url: Option<String>,
+    pub default_theme: Option<String>,
+    pub show_watermark: Option<bool>,
+    #[serde(default)]
+    pub theme: ConnectUiThemes,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ConnectUiThemes {
+    #[serde(default)]
+    pub light: ConnectUiColours,
+    #[serde(default)]
+    pub dark: ConnectUiColours,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ConnectUiColours {
+    pub primary: Option<String>,
+    pub background: Option<String>,
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

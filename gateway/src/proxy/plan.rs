@@ -85,7 +85,7 @@ pub async fn plan(app: &App, key: &str, connection_id: &str, outbound: &Outbound
 
 /// The upstream target and headers of a request. Synchronous: the template variables borrow the
 /// connection and are not `Send`.
-fn prepare(
+pub fn prepare(
     outbound: &Outbound<'_>,
     provider: &Provider,
     integration: &Integration,

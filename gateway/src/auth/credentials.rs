@@ -1,0 +1,94 @@
+//! Connections from credentials the end user types in, no redirect involved:
+//! `POST /api-auth/api-key/:key`, `POST /api-auth/basic/:key` and
+//! `POST /auth/unauthenticated/:key`. Credentials are checked against the provider before they
+//! are stored.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::flow::{begin, Flow, FlowQuery};
+use super::verify::verify;
+use super::AuthState;
+use crate::api::error::ApiError;
+use crate::api::extract::Body;
+use crate::app::App;
+use crate::catalog::AuthMode;
+use crate::connection::Credentials;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyBody {
+    #[serde(rename = "apiKey")]
+    api_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicBody {
+    username: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoBody {}
+
+fn bounded(value: &str, field: &str, min: usize) -> Result<(), ApiError> {
+    if value.len() < min || value.len() > 1024 {
+        return Err(ApiError::invalid_body(format!("must be {min} to 1024 characters"), &[field]));
+    }
+    Ok(())
+}
+
+pub async fn api_key(
+    State(app): State<Arc<App>>,
+    Extension(auth): Extension<Arc<AuthState>>,
+    Path(key): Path<String>,
+    query: FlowQuery,
+    Body(body): Body<ApiKeyBody>,
+) -> Result<Json<Value>, ApiError> {
+    let flow = begin(&app, &key, &query, &[AuthMode::ApiKey]).await?;
+    bounded(&body.api_key, "apiKey", 1)?;
+    create(&app, &auth, &flow, Credentials::ApiKey { api_key: body.api_key }).await
+}
+
+pub async fn basic(
+    State(app): State<Arc<App>>,
+    Extension(auth): Extension<Arc<AuthState>>,
+    Path(key): Path<String>,
+    query: FlowQuery,
+    Body(body): Body<BasicBody>,
+) -> Result<Json<Value>, ApiError> {
+    let flow = begin(&app, &key, &query, &[AuthMode::Basic]).await?;
+    bounded(&body.username, "username", 0)?;
+    bounded(&body.password, "password", 0)?;
+    create(&app, &auth, &flow, Credentials::Basic { username: body.username, password: body.password }).await
+}
+
+pub async fn unauthenticated(
+    State(app): State<Arc<App>>,
+    Extension(auth): Extension<Arc<AuthState>>,
+    Path(key): Path<String>,
+    query: FlowQuery,
+    Body(_): Body<NoBody>,
+) -> Result<Json<Value>, ApiError> {
+    let flow = begin(&app, &key, &query, &[AuthMode::None]).await?;
+    create(&app, &auth, &flow, Credentials::None).await
+}
+
+/// Validates the config, verifies the credentials with the provider, and stores the connection.
+async fn create(app: &App, auth: &AuthState, flow: &Flow, credentials: Credentials) -> Result<Json<Value>, ApiError> {
+    flow.check_connection_config()?;
+    let draft = flow.draft(credentials);
+    verify(&auth.http, &flow.provider, &flow.integration, &draft).await?;
+    let config: Map<String, Value> = draft.connection_config.clone();
+    let (connection, _) = flow.finish(app, draft.credentials, config).await?;
+    Ok(Json(json!({
+        "connectionId": connection.connection_id,
+        "providerConfigKey": connection.provider_config_key,
+    })))
+}
