@@ -1,10 +1,13 @@
 //! Auth: the flows that create connections. Connect sessions ([`sessions`]) authorise a
 //! frontend; the credential endpoints (`/api-auth/*`, `/auth/*`) and the OAuth redirect flows
-//! then create the connection for the session's end user.
+//! then create the connection for the session's end user. [`token`] is the OAuth 2 token
+//! endpoint call every grant goes through (authorization code, refresh token, client
+//! credentials).
 
 mod credentials;
 mod flow;
 pub mod sessions;
+pub mod token;
 mod verify;
 
 use std::sync::Arc;

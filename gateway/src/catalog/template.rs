@@ -36,7 +36,7 @@ impl Vars for Value {
 
 /// Follows a dotted path; at each level a key may itself contain dots (connection config keeps
 /// token-response metadata under names such as `installation.apiEndPoint`).
-fn walk<'v>(node: &'v Value, parts: &[&str]) -> Option<&'v Value> {
+pub(crate) fn walk<'v>(node: &'v Value, parts: &[&str]) -> Option<&'v Value> {
     if parts.is_empty() {
         return Some(node);
     }
