@@ -2,65 +2,17 @@
 // @nangohq/node, credentials posted as the frontend SDK posts them, checked against a real
 // upstream's verification endpoint, and the stored connection used through the proxy.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 
 import { Nango } from '@nangohq/node';
 
+import { verifyingCatalog } from '../support/auth-catalog.mjs';
 import { databases } from '../support/db.mjs';
-import { startGateway } from '../support/gateway.mjs';
+import { BIN, REPO, startGateway } from '../support/gateway.mjs';
 import { startUpstream } from '../support/upstream.mjs';
-
-/** Providers whose credentials are checked by a verification call to `upstreamUrl`. */
-export function verifyingCatalog(upstreamUrl) {
-    return `
-verify-apikey:
-    display_name: Verify (API key)
-    categories: [other]
-    auth_mode: API_KEY
-    proxy:
-        base_url: ${upstreamUrl}/v1
-        headers:
-            authorization: Bearer \${apiKey}
-        verification:
-            method: GET
-            endpoints:
-                - /workspaces/\${connectionConfig.workspace}/me
-    credentials:
-        apiKey:
-            type: string
-            title: API key
-            description: The key from the settings page
-    connection_config:
-        workspace:
-            type: string
-            title: Workspace
-            description: Your workspace name
-            pattern: '^[a-z0-9-]+$'
-    docs: https://example.com/verify
-verify-basic:
-    display_name: Verify (Basic)
-    categories: [other]
-    auth_mode: BASIC
-    proxy:
-        base_url: ${upstreamUrl}/basic
-        verification:
-            method: POST
-            endpoints:
-                - /check
-            headers:
-                content-type: application/json
-            data:
-                ping: true
-    docs: https://example.com/verify
-open-api:
-    display_name: Open API
-    categories: [other]
-    auth_mode: NONE
-    proxy:
-        base_url: ${upstreamUrl}/open
-    docs: https://example.com/open
-`;
-}
 
 const CONFIG = `catalogs: [auth-catalog.yaml]
 integrations:
@@ -70,6 +22,8 @@ integrations:
     provider: verify-basic
   open-prod:
     provider: open-api
+  bill-prod:
+    provider: bill
 `;
 
 /** The upstream: `/v1/workspaces/acme/me` accepts `Bearer good-key`, `/basic/check` accepts alice:secret. */
@@ -260,6 +214,28 @@ for (const db of databases()) {
             const none = await res.json();
             const connection = await nango.getConnection('open-prod', none.connectionId);
             assert.deepEqual(connection.credentials, {});
+        });
+
+        it('refuses auth modes it does not run, clearly, and `latchkey check` warns about them', async () => {
+            const { data } = await session({});
+            let res = await post('/auth/bill/bill-prod', data.token, { username: 'u', password: 'p', organization_id: 'o', dev_key: 'k' });
+            assert.equal(res.status, 400);
+            let body = await res.json();
+            assert.equal(body.error.code, 'unsupported_auth_mode');
+            assert.match(body.error.message, /BILL/);
+            res = await post('/api-auth/api-key/bill-prod', data.token, { apiKey: 'k' });
+            assert.equal((await res.json()).error.code, 'unsupported_auth_mode');
+            res = await post('/auth/tba/apikey-prod', data.token, { token_id: 'a', token_secret: 'b' });
+            body = await res.json();
+            assert.equal(body.error.code, 'invalid_auth_mode');
+            assert.match(body.error.message, /API_KEY/);
+
+            const { stdout } = await promisify(execFile)(BIN, [
+                'check', '--config', path.join(gateway.dir, 'nango.yaml'), '--catalog-dir', path.join(REPO, 'providers')
+            ]);
+            assert.match(stdout, /: ok/);
+            assert.match(stdout, /warning: integration `bill-prod` uses provider `bill`, whose auth mode BILL/);
+            assert.ok(!/apikey-prod/.test(stdout));
         });
 
         it('reconnect sessions replace the credentials of the bound connection', async () => {

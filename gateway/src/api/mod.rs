@@ -50,6 +50,7 @@ fn routes() -> Router<Arc<App>> {
         .route("/admin/config", get(admin::config))
         .route("/admin/reload", post(admin::reload))
         .merge(crate::auth::routes())
+        .merge(connect_ui::routes())
         .fallback(|| async { ApiError::not_found("No such endpoint") })
 }
 

@@ -80,6 +80,39 @@ pub async fn unauthenticated(
     create(&app, &auth, &flow, Credentials::None).await
 }
 
+/// `POST /auth/:kind/:key` for the credential flows Latchkey does not run (`bill`, `tba`, `jwt`,
+/// `two-step`, `signature`, `aws-sigv4`, …): a clear refusal naming the provider's mode.
+pub async fn unsupported(
+    State(app): State<Arc<App>>,
+    Path((kind, key)): Path<(String, String)>,
+    query: FlowQuery,
+) -> Result<Json<Value>, ApiError> {
+    refuse(&app, &key, &query, &kind).await
+}
+
+/// `POST /oauth2/auth/:key` (client credentials from the end user).
+pub async fn unsupported_oauth2_cc(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+    query: FlowQuery,
+) -> Result<Json<Value>, ApiError> {
+    refuse(&app, &key, &query, "oauth2").await
+}
+
+async fn refuse(app: &App, key: &str, query: &FlowQuery, kind: &str) -> Result<Json<Value>, ApiError> {
+    // Authenticates and resolves first, so that the answer names the provider's real mode.
+    let flow = begin(app, key, query, &[]).await?;
+    Err(ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "invalid_auth_mode",
+        format!(
+            "`/{kind}` does not create connections for provider `{}`, which uses {}",
+            flow.provider.name,
+            flow.provider.auth_mode.map(|m| m.as_str()).unwrap_or("NONE")
+        ),
+    ))
+}
+
 /// Validates the config, verifies the credentials with the provider, and stores the connection.
 async fn create(app: &App, auth: &AuthState, flow: &Flow, credentials: Credentials) -> Result<Json<Value>, ApiError> {
     flow.check_connection_config()?;

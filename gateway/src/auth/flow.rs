@@ -30,6 +30,16 @@ pub struct FlowQuery {
     pub connection_id: Option<String>,
     #[serde(default)]
     pub params: Map<String, Value>,
+    /// OAuth only: the WebSocket client to tell the result.
+    pub ws_client_id: Option<String>,
+    /// OAuth only: Slack-style user scopes.
+    pub user_scope: Option<String>,
+    /// OAuth only: extra authorization URL parameters (`undefined` removes one).
+    #[serde(default)]
+    pub authorization_params: Map<String, Value>,
+    /// OAuth only: the end user's own OAuth client (`oauth_client_id_override`, …).
+    #[serde(default)]
+    pub credentials: Map<String, Value>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for FlowQuery {
@@ -90,6 +100,9 @@ pub async fn begin(app: &App, key: &str, query: &FlowQuery, expected: &[AuthMode
         )
     })?;
     let mode = provider.auth_mode.unwrap_or(AuthMode::None);
+    if !super::is_supported(mode) {
+        return Err(unsupported(&provider.name, mode));
+    }
     if !expected.contains(&mode) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -116,6 +129,18 @@ pub async fn begin(app: &App, key: &str, query: &FlowQuery, expected: &[AuthMode
     validate_connection_id(&connection_id)?;
     let connection_config = connection_config(&query.params, session.defaults(key));
     Ok(Flow { session, integration, provider, connection_id, connection_config })
+}
+
+/// A flow for an auth mode Latchkey does not run.
+pub fn unsupported(provider: &str, mode: AuthMode) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "unsupported_auth_mode",
+        format!(
+            "Provider `{provider}` uses {mode}, which Latchkey cannot create connections for yet; import the \
+             connection's credentials with POST /connections instead"
+        ),
+    )
 }
 
 /// `params[…]` from the frontend (strings only; it may not choose where webhooks go), then the

@@ -116,7 +116,8 @@ pub fn headers(
             let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
             out.push(("authorization".into(), format!("Basic {encoded}")));
         }
-        Credentials::OAuth1 { .. } => return Err(InjectError::Unsupported("OAUTH1")),
+        // Signed per request by the planner, which knows the final URL.
+        Credentials::OAuth1 { .. } => {}
         Credentials::Tba { .. } => return Err(InjectError::Unsupported("TBA")),
         Credentials::ApiKey { .. } | Credentials::None => {}
     }
