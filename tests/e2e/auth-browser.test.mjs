@@ -23,8 +23,15 @@ describe('@nangohq/frontend in Chromium', () => {
 
     before(async () => {
         const oidcPort = await freePort();
-        upstream = await startUpstream((req, res) => {
-            const ok = req.headers.authorization === 'Bearer good-key';
+        upstream = await startUpstream((req, res, body) => {
+            if (req.url === '/login') {
+                const sent = JSON.parse(body.toString() || '{}');
+                const ok = sent.user === 'carol' && sent.pass === 'hunter2-hunter2';
+                res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
+                res.end(JSON.stringify(ok ? { token: 'carol-token' } : { message: 'Unknown user' }));
+                return;
+            }
+            const ok = req.headers.authorization === 'Bearer good-key' || req.headers.authorization === 'Bearer carol-token';
             res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
             res.end(JSON.stringify({ ok }));
         });
@@ -45,6 +52,8 @@ integrations:
     scopes: [openid, offline_access]
   apikey-prod:
     provider: verify-apikey
+  login-prod:
+    provider: login-two-step
 `,
             env: { OIDC_SECRET: OIDC_CLIENT.secret },
             files: {
@@ -60,6 +69,29 @@ local-oidc:
     proxy:
         base_url: ${issuer}
     docs: https://example.com/oidc
+login-two-step:
+    display_name: Login (two step)
+    categories: [other]
+    auth_mode: TWO_STEP
+    token_url: ${upstream.url}/login
+    token_params:
+        user: \${credentials.user}
+        pass: \${credentials.pass}
+    token_response:
+        token: token
+    proxy:
+        base_url: ${upstream.url}/api
+    credentials:
+        user:
+            type: string
+            title: User name
+            description: Your user name
+        pass:
+            type: string
+            title: Password
+            description: Your password
+            secret: true
+    docs: https://example.com/login
 `
             }
         });
@@ -223,6 +255,32 @@ local-oidc:
         assert.equal(done.payload.providerConfigKey, 'oidc');
         const me = await nango.get({ endpoint: '/me', providerConfigKey: 'oidc', connectionId: done.payload.connectionId });
         assert.equal(me.data.sub, OIDC_USER.login);
+        assert.deepEqual(errors, []);
+        await context.close();
+    });
+
+    it('runs a TWO_STEP sign-in from the Connect UI', async () => {
+        const token = await sessionToken(['login-prod']);
+        const { context, page, errors } = await openApp();
+        await page.evaluate(
+            ({ base, api, token }) => {
+                const nango = new window.Nango({ host: api, connectSessionToken: token });
+                window.ui = nango.openConnectUI({ baseURL: base, apiURL: api, onEvent: (e) => window.events.push(e) });
+                window.ui.setSessionToken(token);
+            },
+            { base: `${gateway.url}/connect`, api: gateway.url, token }
+        );
+        const frame = page.frameLocator('#connect-ui');
+        const user = frame.locator('input[name="user"]');
+        await user.waitFor({ timeout: 30_000 });
+        assert.equal(await frame.locator('input[name="pass"]').getAttribute('type'), 'password');
+        await user.fill('carol');
+        await frame.locator('input[name="pass"]').fill('hunter2-hunter2');
+        await frame.locator('input[name="pass"]').press('Enter');
+        await frame.locator('#finish').waitFor({ timeout: 30_000 });
+        const done = (await page.evaluate(() => window.events)).find((e) => e.type === 'connect');
+        const proxied = await nango.get({ endpoint: '/x', providerConfigKey: 'login-prod', connectionId: done.payload.connectionId });
+        assert.equal(proxied.data.ok, true);
         assert.deepEqual(errors, []);
         await context.close();
     });

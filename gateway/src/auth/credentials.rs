@@ -80,6 +80,37 @@ pub async fn unauthenticated(
     create(&app, &auth, &flow, Credentials::None).await
 }
 
+/// `POST /auth/two-step/:key`: the end user's fields, traded for a token at the provider.
+pub async fn two_step(
+    State(app): State<Arc<App>>,
+    Extension(auth): Extension<Arc<AuthState>>,
+    Path(key): Path<String>,
+    query: FlowQuery,
+    Body(mut fields): Body<Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let flow = begin(&app, &key, &query, &[AuthMode::TwoStep]).await?;
+    flow.check_connection_config()?;
+    // The frontend SDK sends the mode along with the fields.
+    fields.remove("type");
+    for (name, field) in &flow.provider.credentials {
+        let given = fields.get(name).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
+        if !given && !field.optional {
+            let title = field.title.as_deref().unwrap_or(name);
+            return Err(ApiError::invalid_body(format!("{title} is required"), &[name]));
+        }
+    }
+    let credentials =
+        super::two_step::request(&auth.http, &flow.provider, &flow.connection_config, &fields).await.map_err(|e| {
+            tracing::info!(provider = %flow.provider.name, "two-step credentials refused: {e}");
+            ApiError::new(axum::http::StatusCode::BAD_REQUEST, "connection_test_failed", e.to_string())
+        })?;
+    let (connection, _) = flow.finish(&app, credentials, flow.connection_config.clone()).await?;
+    Ok(Json(json!({
+        "connectionId": connection.connection_id,
+        "providerConfigKey": connection.provider_config_key,
+    })))
+}
+
 /// `POST /auth/:kind/:key` for the credential flows Latchkey does not run (`bill`, `tba`, `jwt`,
 /// `two-step`, `signature`, `aws-sigv4`, …): a clear refusal naming the provider's mode.
 pub async fn unsupported(

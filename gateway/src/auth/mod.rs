@@ -11,6 +11,7 @@ mod oauth2;
 pub(crate) mod page;
 pub mod sessions;
 pub mod token;
+pub mod two_step;
 mod verify;
 pub mod ws;
 
@@ -27,7 +28,7 @@ use crate::config::Config;
 /// (`BILL`, `TBA`, …): they load, `latchkey check` warns about integrations that use them, and
 /// their flows answer with `unsupported_auth_mode`.
 pub const SUPPORTED_MODES: &[AuthMode] =
-    &[AuthMode::OAuth2, AuthMode::OAuth1, AuthMode::ApiKey, AuthMode::Basic, AuthMode::None];
+    &[AuthMode::OAuth2, AuthMode::OAuth1, AuthMode::ApiKey, AuthMode::Basic, AuthMode::TwoStep, AuthMode::None];
 
 pub fn is_supported(mode: AuthMode) -> bool {
     SUPPORTED_MODES.contains(&mode)
@@ -79,6 +80,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api-auth/api-key/{key}", post(credentials::api_key))
         .route("/api-auth/basic/{key}", post(credentials::basic))
         .route("/auth/unauthenticated/{key}", post(credentials::unauthenticated))
+        .route("/auth/two-step/{key}", post(credentials::two_step))
         .route("/auth/{kind}/{key}", post(credentials::unsupported))
         .route("/oauth2/auth/{key}", post(credentials::unsupported_oauth2_cc))
         .route("/oauth/connect/{key}", get(oauth2::connect))

@@ -33,7 +33,7 @@ impl<'a> ProxyVars<'a> {
     fn access_token(&self) -> Option<&str> {
         match &self.connection.credentials {
             Credentials::OAuth2 { access_token, .. } => Some(access_token),
-            Credentials::OAuth2Cc { token, .. } => Some(token),
+            Credentials::OAuth2Cc { token, .. } | Credentials::TwoStep { token, .. } => Some(token),
             _ => None,
         }
     }
@@ -111,7 +111,10 @@ pub fn headers(
         Credentials::OAuth2 { access_token, .. } => {
             out.push(("authorization".into(), format!("Bearer {access_token}")))
         }
-        Credentials::OAuth2Cc { token, .. } => out.push(("authorization".into(), format!("Bearer {token}"))),
+        // A TWO_STEP token is a bearer token unless a template places it (`${accessToken}`).
+        Credentials::OAuth2Cc { token, .. } | Credentials::TwoStep { token, .. } => {
+            out.push(("authorization".into(), format!("Bearer {token}")))
+        }
         Credentials::Basic { username, password } => {
             let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
             out.push(("authorization".into(), format!("Basic {encoded}")));

@@ -181,8 +181,10 @@
             const c = provider.credentials || {};
             credentialFields.push(['username', { title: 'Username', ...c.username }, false]);
             credentialFields.push(['password', { title: 'Password', ...c.password }, true]);
+        } else if (mode === 'TWO_STEP') {
+            for (const [name, f] of fieldsOf(provider.credentials)) credentialFields.push([name, f, Boolean(f.secret)]);
         }
-        const supported = ['API_KEY', 'BASIC', 'OAUTH2', 'NONE'].includes(mode);
+        const supported = ['API_KEY', 'BASIC', 'TWO_STEP', 'OAUTH2', 'OAUTH1', 'NONE'].includes(mode);
         const configFields = fieldsOf(provider.connection_config, defaults.connection_config);
         const formError = el('p', { class: 'error', role: 'alert', id: 'form-error', hidden: true });
         const submit = el('button', { type: 'submit', class: 'primary', disabled: !supported }, 'Connect');
@@ -235,10 +237,15 @@
         submit.textContent = 'Connecting…';
         try {
             let result;
-            if (provider.auth_mode === 'OAUTH2') {
+            if (provider.auth_mode === 'OAUTH2' || provider.auth_mode === 'OAUTH1') {
                 result = await popup(`${apiURL}/oauth/connect/${key}`, params, integration.unique_key);
             } else {
-                const path = { API_KEY: 'api-auth/api-key', BASIC: 'api-auth/basic', NONE: 'auth/unauthenticated' }[provider.auth_mode];
+                const path = {
+                    API_KEY: 'api-auth/api-key',
+                    BASIC: 'api-auth/basic',
+                    TWO_STEP: 'auth/two-step',
+                    NONE: 'auth/unauthenticated'
+                }[provider.auth_mode];
                 const body = await api(`/${path}/${key}?${params}`, {
                     method: 'POST',
                     headers: { 'content-type': 'application/json' },
