@@ -7,6 +7,7 @@ use crate::config::{Config, ConfigHandle};
 use crate::integration::Integration;
 use crate::secret::Secret;
 use crate::store::Store;
+use crate::webhooks::Webhooks;
 
 pub struct App {
     pub config: Arc<ConfigHandle>,
@@ -14,6 +15,8 @@ pub struct App {
     pub secret_key: Secret,
     /// The public URL, without a trailing slash.
     pub server_url: String,
+    /// Webhooks to the customer: `app.webhooks.enqueue(event)`.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl App {

@@ -19,3 +19,4 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod time;
+pub mod webhooks;

@@ -73,6 +73,7 @@ pub fn serve(options: ServeOptions) -> Result<(), StartError> {
     runtime.block_on(async {
         config.spawn_watchers();
         app.store.spawn_change_listener();
+        app.webhooks.spawn_worker();
     });
 
     let mut conf = ServerConf {
@@ -116,7 +117,14 @@ async fn open_app(options: &ServeOptions, config: Arc<ConfigHandle>) -> Result<A
         Some(key) => key.clone(),
         None => stored_secret_key(&store).await?,
     };
-    Ok(Arc::new(App { config, store, secret_key, server_url: options.server_url.trim_end_matches('/').to_string() }))
+    let webhooks = crate::webhooks::Webhooks::new(store.db.clone(), Arc::clone(&config), secret_key.clone());
+    Ok(Arc::new(App {
+        config,
+        store,
+        secret_key,
+        server_url: options.server_url.trim_end_matches('/').to_string(),
+        webhooks,
+    }))
 }
 
 fn key_ring(options: &ServeOptions, db: &Db) -> Result<KeyRing, StartError> {

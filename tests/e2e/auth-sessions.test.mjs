@@ -14,7 +14,9 @@ import { databases } from '../support/db.mjs';
 import { BIN, REPO, startGateway } from '../support/gateway.mjs';
 import { startUpstream } from '../support/upstream.mjs';
 
-const CONFIG = `catalogs: [auth-catalog.yaml]
+const config = (hooksUrl) => `catalogs: [auth-catalog.yaml]
+webhooks:
+  primary_url: ${hooksUrl}
 integrations:
   apikey-prod:
     provider: verify-apikey
@@ -42,17 +44,19 @@ function provider(req, res, body) {
 
 for (const db of databases()) {
     describe(`connect sessions and credential flows on ${db}`, () => {
-        let upstream, gateway, nango;
+        let upstream, hooks, gateway, nango;
 
         before(async () => {
             upstream = await startUpstream(provider);
-            gateway = await startGateway({ db, config: CONFIG, files: { 'auth-catalog.yaml': verifyingCatalog(upstream.url) } });
+            hooks = await startUpstream();
+            gateway = await startGateway({ db, config: config(`${hooks.url}/hooks`), files: { 'auth-catalog.yaml': verifyingCatalog(upstream.url) } });
             nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url });
         });
 
         after(async () => {
             await gateway?.stop();
             await upstream?.close();
+            await hooks?.close();
         });
 
         const session = (body) =>
@@ -180,6 +184,21 @@ for (const db of databases()) {
 
             const proxied = await nango.get({ endpoint: '/things', providerConfigKey: 'apikey-prod', connectionId: body.connectionId });
             assert.equal(proxied.data.authorization, 'Bearer good-key');
+
+            // The auth creation webhook, with the session's end user.
+            const deadline = Date.now() + 60_000;
+            let hook;
+            while (!hook && Date.now() < deadline) {
+                hook = hooks.requests.map((r) => JSON.parse(r.body)).find((p) => p.connectionId === body.connectionId);
+                if (!hook) await new Promise((r) => setTimeout(r, 200));
+            }
+            assert.ok(hook, 'the auth webhook arrived');
+            assert.equal(hook.type, 'auth');
+            assert.equal(hook.operation, 'creation');
+            assert.equal(hook.success, true);
+            assert.equal(hook.authMode, 'API_KEY');
+            assert.equal(hook.endUser.endUserId, 'u-1');
+            assert.equal(hook.endUser.organizationId, 'org-1');
         });
 
         it('enforces the session: allowed integrations, no caller-chosen connection id, the auth mode', async () => {

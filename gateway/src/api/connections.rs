@@ -15,7 +15,8 @@ use super::error::ApiError;
 use super::extract::{flag, Body, Query, SecretKey};
 use crate::app::App;
 use crate::connection::{Credentials, EndUser, Organization};
-use crate::store::connections::{ListFilter, NewConnection, Patch};
+use crate::store::connections::{ListFilter, NewConnection, Patch, Upserted};
+use crate::webhooks::{auth_payload, AuthOperation, Event};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -421,7 +422,15 @@ pub async fn import(
         end_user,
         webhook_url_override,
     };
-    let (connection, _) = app.store.connections.upsert(&new).await?;
+    let (connection, upserted) = app.store.connections.upsert(&new).await?;
+    let operation = match upserted {
+        Upserted::Creation => AuthOperation::Creation,
+        Upserted::Override => AuthOperation::Override,
+    };
+    let payload = auth_payload(&connection, connection.credentials.mode(), operation, None);
+    if let Err(e) = app.webhooks.enqueue(Event::for_connection(&connection, payload)).await {
+        tracing::error!(connection = %connection.connection_id, "cannot store the auth webhook: {e}");
+    }
     Ok((StatusCode::CREATED, Json(connection.to_api_full(true))).into_response())
 }
 

@@ -50,6 +50,8 @@ pub struct Config {
     pub integrations: IndexMap<String, Arc<Integration>>,
     /// Models declared in the config file, as written.
     pub models: IndexMap<String, Value>,
+    /// Where webhooks go and how they are signed.
+    pub webhooks: crate::webhooks::Settings,
     /// Every file this snapshot was read from, to watch for changes.
     pub files: Vec<PathBuf>,
     /// The look of the Connect UI.
@@ -68,6 +70,7 @@ impl Config {
             catalog: Catalog::default(),
             integrations: IndexMap::new(),
             models: IndexMap::new(),
+            webhooks: crate::webhooks::Settings::default(),
             files: Vec::new(),
             fingerprint: 0,
             connect_ui: ConnectUi::default(),
@@ -135,6 +138,8 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         }
     }
 
+    let webhooks = webhook_settings(document.webhooks.unwrap_or_default(), path, &base_dir, &mut problems);
+
     if let Some(text) = &text {
         problems.locate(path, text);
     }
@@ -152,10 +157,39 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         catalog: loaded.catalog,
         integrations,
         models: document.models.into_iter().map(|(k, v)| (k, v.map(Value::Object).unwrap_or(Value::Null))).collect(),
+        webhooks,
         files,
         fingerprint: hasher.finish(),
         connect_ui: document.connect_ui,
     })
+}
+
+/// The webhook settings, the signing secret resolved.
+fn webhook_settings(
+    entry: model::WebhooksYaml,
+    file: &Path,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> crate::webhooks::Settings {
+    let defaults = crate::webhooks::Settings::default();
+    let signing_secret = entry.signing_secret.and_then(|value| {
+        match reference::resolve(&value, base_dir, true, "LATCHKEY_WEBHOOK_SIGNING_SECRET") {
+            Ok(v) => Some(Secret::new(v)),
+            Err(e) => {
+                problems.push(Problem::new(file, "/webhooks/signing_secret", e.message).hint(e.hint));
+                None
+            }
+        }
+    });
+    crate::webhooks::Settings {
+        urls: entry.primary_url.into_iter().chain(entry.secondary_url).collect(),
+        signing_secret,
+        on_auth_creation: entry.on_auth_creation.unwrap_or(defaults.on_auth_creation),
+        on_auth_refresh_error: entry.on_auth_refresh_error.unwrap_or(defaults.on_auth_refresh_error),
+        on_sync_completion_always: entry.on_sync_completion_always.unwrap_or(defaults.on_sync_completion_always),
+        on_sync_error: entry.on_sync_error.unwrap_or(defaults.on_sync_error),
+        on_async_action_completion: entry.on_async_action_completion.unwrap_or(defaults.on_async_action_completion),
+    }
 }
 
 /// Compiles one declared integration, resolving its references.

@@ -14,6 +14,8 @@ pub struct NangoYaml {
     pub models: IndexMap<String, Option<Map<String, Value>>>,
     #[serde(default)]
     pub connect_ui: ConnectUi,
+    #[serde(default)]
+    pub webhooks: Option<WebhooksYaml>,
 }
 
 /// The look of Latchkey's Connect UI (`connect_ui:` in nango.yaml).
@@ -39,6 +41,20 @@ pub struct ConnectUiColours {
     pub primary: Option<String>,
     pub background: Option<String>,
     pub text: Option<String>,
+}
+
+/// Where and when the gateway POSTs webhooks to you, with Nango's setting names.
+#[derive(Debug, Default, Deserialize)]
+pub struct WebhooksYaml {
+    pub primary_url: Option<String>,
+    pub secondary_url: Option<String>,
+    /// The key of the `X-Nango-Hmac-Sha256` signature; a `${env:…}` or `${file:…}` reference.
+    pub signing_secret: Option<String>,
+    pub on_auth_creation: Option<bool>,
+    pub on_auth_refresh_error: Option<bool>,
+    pub on_sync_completion_always: Option<bool>,
+    pub on_sync_error: Option<bool>,
+    pub on_async_action_completion: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
