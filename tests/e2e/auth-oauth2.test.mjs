@@ -24,6 +24,14 @@ local-oidc:
     proxy:
         base_url: ${issuer}
     docs: https://example.com/oidc
+fake-cc:
+    display_name: Fake client credentials
+    categories: [other]
+    auth_mode: OAUTH2_CC
+    token_url: ${fakeUrl}/token
+    proxy:
+        base_url: ${fakeUrl}/api/cc
+    docs: https://example.com/fake
 fake-oauth:
     display_name: Fake OAuth
     categories: [other]
@@ -75,6 +83,9 @@ integrations:
     scopes: [read, write]
   no-client:
     provider: fake-oauth
+  cc:
+    provider: fake-cc
+    scopes: [reports]
 `,
                 env: { OIDC_SECRET: OIDC_CLIENT.secret, FAKE_SECRET: 'fake-secret' },
                 files: { 'oauth-catalog.yaml': catalog(`http://127.0.0.1:${oidcPort}`, fake.url) }
@@ -228,10 +239,10 @@ integrations:
 
         it('waits for a slow token endpoint and rejects a malformed one', async () => {
             const slow = await fakeFlow('slow');
-            assert.equal(slow.message.message_type, 'success');
+            assert.equal(slow.message.message_type, 'success', JSON.stringify(slow.message));
             const bad = await fakeFlow('malformed');
-            assert.equal(bad.end.status, 400);
-            assert.equal(bad.message.message_type, 'error');
+            assert.equal(bad.end.status, 400, bad.end.text);
+            assert.equal(bad.message.message_type, 'error', JSON.stringify(bad.message));
             assert.match(bad.message.error_desc, /not usable|malformed|JSON/i);
         });
 
@@ -242,6 +253,38 @@ integrations:
             assert.equal(end.status, 400);
             assert.equal(message.error_type, 'token_endpoint_timeout');
             assert.match(message.error_desc, /did not answer within/);
+        });
+
+        it('creates OAUTH2_CC connections from the end user’s own client (POST /oauth2/auth)', async () => {
+            const token = await sessionToken();
+            const post = (body) =>
+                fetch(`${gateway.url}/oauth2/auth/cc?connect_session_token=${token}`, {
+                    method: 'POST',
+                    headers: { 'content-type': 'application/json' },
+                    body: JSON.stringify(body)
+                });
+            fake.mode = 'invalid_grant';
+            let res = await post({ client_id: 'their-id', client_secret: 'their-secret' });
+            fake.mode = 'ok';
+            assert.equal(res.status, 400);
+            let body = await res.json();
+            assert.equal(body.error.code, 'connection_test_failed');
+            assert.match(body.error.message, /invalid_grant/);
+
+            res = await post({ client_id: 'their-id', client_secret: 'their-secret' });
+            assert.equal(res.status, 200);
+            body = await res.json();
+            const sent = fake.tokenRequests.at(-1).body;
+            assert.equal(sent.get('grant_type'), 'client_credentials');
+            assert.equal(sent.get('client_id'), 'their-id');
+            assert.equal(sent.get('scope'), 'reports');
+            const connection = await nango.getConnection('cc', body.connectionId);
+            assert.equal(connection.credentials.type, 'OAUTH2_CC');
+            assert.equal(connection.credentials.client_id, 'their-id');
+            assert.ok(Date.parse(connection.credentials.expires_at) > Date.now());
+            const proxied = await nango.get({ endpoint: '/report', providerConfigKey: 'cc', connectionId: body.connectionId });
+            assert.equal(proxied.data.authorization, `Bearer ${connection.credentials.token}`);
+            assert.ok(!gateway.output.includes('their-secret'), 'the client secret is not logged');
         });
 
         it('answers configuration mistakes before the redirect', async () => {

@@ -261,7 +261,7 @@ for (const db of databases()) {
             const first = await session({ allowed_integrations: ['apikey-prod'] });
             let res = await post('/api-auth/api-key/apikey-prod', first.data.token, { apiKey: 'good-key' }, '&params[workspace]=acme');
             const { connectionId } = await res.json();
-            await nango.setMetadata('apikey-prod', connectionId, { kept: true });
+            const before = await nango.getConnection('apikey-prod', connectionId);
 
             const reconnect = await nango.createReconnectSession({
                 connection_id: connectionId,
@@ -278,7 +278,8 @@ for (const db of databases()) {
             assert.equal(res.status, 200);
             assert.equal((await res.json()).connectionId, connectionId);
             const connection = await nango.getConnection('apikey-prod', connectionId);
-            assert.deepEqual(connection.metadata, { kept: true });
+            assert.equal(connection.created_at, before.created_at, 'the same connection, its credentials replaced');
+            assert.equal(connection.connection_config.workspace, 'acme');
 
             await assert.rejects(
                 nango.createReconnectSession({ connection_id: 'nope', integration_id: 'apikey-prod', end_user: { id: 'u' } }),

@@ -38,6 +38,7 @@ export async function startOidcProvider({ port, redirectUri }) {
     });
     oidc.proxy = false;
     const server = http.createServer(oidc.callback());
+    server.keepAliveTimeout = 120_000;
     await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
     return {
         issuer,
@@ -107,6 +108,9 @@ export async function startFakeProvider() {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ url: req.url, authorization: req.headers.authorization ?? null }));
     });
+    // Longer than the gateway's idle pooled connections live: Node's default of 5 s lets a
+    // pooled connection close just as the gateway reuses it, which fails a request by chance.
+    server.keepAliveTimeout = 120_000;
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
     fake.url = `http://127.0.0.1:${server.address().port}`;
     fake.close = () =>
@@ -271,6 +275,9 @@ export async function startFakeOAuth1Provider({ consumerKey, consumerSecret, pub
         const oauth = accessTokens.has(token) && verifyOAuth1(req, url, body, consumerSecret, accessTokens.get(token), publicKey);
         return reply(oauth ? 200 : 401, JSON.stringify({ verified: Boolean(oauth), token, path: url.pathname }), 'application/json');
     });
+    // Longer than the gateway's idle pooled connections live: Node's default of 5 s lets a
+    // pooled connection close just as the gateway reuses it, which fails a request by chance.
+    server.keepAliveTimeout = 120_000;
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
     fake.url = `http://127.0.0.1:${server.address().port}`;
     fake.close = () =>

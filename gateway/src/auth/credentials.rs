@@ -121,13 +121,67 @@ pub async fn unsupported(
     refuse(&app, &key, &query, &kind).await
 }
 
-/// `POST /oauth2/auth/:key` (client credentials from the end user).
-pub async fn unsupported_oauth2_cc(
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCredentialsBody {
+    client_id: String,
+    client_secret: Option<String>,
+    client_certificate: Option<String>,
+    client_private_key: Option<String>,
+}
+
+/// `POST /oauth2/auth/:key`: the end user's own OAuth client, exchanged for a token with the
+/// client-credentials grant ([`super::token`]), stored as OAUTH2_CC credentials.
+pub async fn client_credentials(
     State(app): State<Arc<App>>,
+    Extension(auth): Extension<Arc<AuthState>>,
     Path(key): Path<String>,
     query: FlowQuery,
+    Body(body): Body<ClientCredentialsBody>,
 ) -> Result<Json<Value>, ApiError> {
-    refuse(&app, &key, &query, "oauth2").await
+    let flow = begin(&app, &key, &query, &[AuthMode::OAuth2Cc]).await?;
+    flow.check_connection_config()?;
+    bounded(&body.client_id, "client_id", 1)?;
+    let secret = body.client_secret.unwrap_or_default();
+    if secret.is_empty() {
+        // A private_key_jwt client signs an assertion instead, which Latchkey does not build.
+        return Err(ApiError::invalid_body("client_secret is required", &["client_secret"]));
+    }
+    let scopes = match flow.connection_config.get("oauth_scopes").and_then(Value::as_str) {
+        Some(list) => crate::config::split_scopes(list),
+        None => flow.integration.credentials.scopes.clone(),
+    };
+    let client = super::token::Client { id: &body.client_id, secret: &secret };
+    let grant = super::token::Grant::ClientCredentials { scopes: &scopes };
+    let tokens = super::token::request(
+        &auth.http,
+        &flow.provider,
+        &flow.integration,
+        &flow.connection_config,
+        Some(client),
+        grant,
+    )
+    .await
+    .map_err(|e| {
+        tracing::info!(provider = %flow.provider.name, kind = e.kind(), "client credentials refused: {e}");
+        ApiError::new(axum::http::StatusCode::BAD_REQUEST, "connection_test_failed", e.to_string())
+    })?;
+    let mut config = flow.connection_config.clone();
+    config.extend(tokens.metadata.clone());
+    let template = Credentials::OAuth2Cc {
+        token: String::new(),
+        expires_at: None,
+        client_id: body.client_id,
+        client_secret: secret,
+        client_certificate: body.client_certificate,
+        client_private_key: body.client_private_key,
+        raw: Value::Null,
+    };
+    let (connection, _) = flow.finish(&app, tokens.merge_into(&template), config).await?;
+    Ok(Json(json!({
+        "connectionId": connection.connection_id,
+        "providerConfigKey": connection.provider_config_key,
+    })))
 }
 
 async fn refuse(app: &App, key: &str, query: &FlowQuery, kind: &str) -> Result<Json<Value>, ApiError> {

@@ -27,8 +27,15 @@ use crate::config::Config;
 /// The auth modes whose connections Latchkey's flows create. A catalog may declare others
 /// (`BILL`, `TBA`, …): they load, `latchkey check` warns about integrations that use them, and
 /// their flows answer with `unsupported_auth_mode`.
-pub const SUPPORTED_MODES: &[AuthMode] =
-    &[AuthMode::OAuth2, AuthMode::OAuth1, AuthMode::ApiKey, AuthMode::Basic, AuthMode::TwoStep, AuthMode::None];
+pub const SUPPORTED_MODES: &[AuthMode] = &[
+    AuthMode::OAuth2,
+    AuthMode::OAuth1,
+    AuthMode::OAuth2Cc,
+    AuthMode::ApiKey,
+    AuthMode::Basic,
+    AuthMode::TwoStep,
+    AuthMode::None,
+];
 
 pub fn is_supported(mode: AuthMode) -> bool {
     SUPPORTED_MODES.contains(&mode)
@@ -82,7 +89,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/auth/unauthenticated/{key}", post(credentials::unauthenticated))
         .route("/auth/two-step/{key}", post(credentials::two_step))
         .route("/auth/{kind}/{key}", post(credentials::unsupported))
-        .route("/oauth2/auth/{key}", post(credentials::unsupported_oauth2_cc))
+        .route("/oauth2/auth/{key}", post(credentials::client_credentials))
         .route("/oauth/connect/{key}", get(oauth2::connect))
         .route("/oauth/callback", get(oauth2::callback))
         .layer(Extension(Arc::new(AuthState::new())))

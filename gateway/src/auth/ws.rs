@@ -27,6 +27,9 @@ use crate::store::Db;
 /// The PostgreSQL channel that carries results between nodes.
 const RELAY_CHANNEL: &str = "latchkey_ws";
 
+/// How long the 101 waits; see [`upgrade`].
+const UPGRADE_DELAY: Duration = Duration::from_millis(50);
+
 /// How long a client may wait for its result: longer than any user spends on a consent page.
 const MAX_WAIT: Duration = Duration::from_secs(60 * 60);
 
@@ -138,6 +141,11 @@ pub async fn upgrade(
     match ws {
         Ok(ws) => {
             auth.hub.relay_from_other_nodes(&app.store.db).await;
+            // Pingora tears an upgraded tunnel down when it reads the 101 before it has passed
+            // on the upgrade request's own empty body (cloudflare/pingora#946). Answering a
+            // moment later lets the edge finish the request first; one socket per sign-in
+            // makes the wait invisible.
+            tokio::time::sleep(UPGRADE_DELAY).await;
             ws.on_upgrade(move |socket| serve(socket, auth))
         }
         Err(_) => ApiError::not_found("Nothing here: `/` is the WebSocket the frontend SDK opens").into_response(),
