@@ -73,6 +73,20 @@ pub enum Credentials {
         #[serde(default)]
         raw: Value,
     },
+    #[serde(rename = "TWO_STEP")]
+    TwoStep {
+        token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refresh_token: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::iso_opt")]
+        expires_at: Option<DateTime<Utc>>,
+        #[serde(default)]
+        raw: Value,
+        /// The fields the end user entered (user name, password, key…), which templates read
+        /// as `${credentials.<name>}`.
+        #[serde(flatten)]
+        fields: Map<String, Value>,
+    },
     #[serde(rename = "NONE")]
     None,
 }
@@ -88,6 +102,7 @@ impl Credentials {
             Credentials::Basic { .. } => "BASIC",
             Credentials::Tba { .. } => "TBA",
             Credentials::App { .. } => "APP",
+            Credentials::TwoStep { .. } => "TWO_STEP",
             Credentials::None => "NONE",
         }
     }
@@ -96,7 +111,8 @@ impl Credentials {
         match self {
             Credentials::OAuth2 { expires_at, .. }
             | Credentials::OAuth2Cc { expires_at, .. }
-            | Credentials::App { expires_at, .. } => *expires_at,
+            | Credentials::App { expires_at, .. }
+            | Credentials::TwoStep { expires_at, .. } => *expires_at,
             _ => None,
         }
     }
@@ -123,6 +139,13 @@ impl Credentials {
             Credentials::Basic { password, .. } => vec![Some(password)],
             Credentials::Tba { token_id, token_secret, .. } => vec![Some(token_id), Some(token_secret)],
             Credentials::App { access_token, .. } => vec![Some(access_token)],
+            Credentials::TwoStep { token, refresh_token, fields, .. } => {
+                let entered = fields.values().filter_map(|v| match v {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                });
+                [Some(token), refresh_token.as_ref()].into_iter().chain(entered.map(Some)).collect()
+            }
             Credentials::None => Vec::new(),
         };
         values.into_iter().flatten().map(String::as_str).filter(|s| !s.is_empty()).collect()
@@ -273,6 +296,17 @@ mod tests {
         .unwrap();
         assert_eq!(o.to_json()["expires_at"], "2030-01-01T00:00:00.000Z");
         assert_eq!(Credentials::None.to_json(), json!({}));
+        let two_step = json!({"type": "TWO_STEP", "token": "t", "raw": {"a": 1}, "email": "e@x.co", "password": "p"});
+        let c: Credentials = serde_json::from_value(two_step.clone()).unwrap();
+        match &c {
+            Credentials::TwoStep { token, fields, .. } => {
+                assert_eq!(token, "t");
+                assert_eq!(Value::Object(fields.clone()), json!({"email": "e@x.co", "password": "p"}));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.to_json(), two_step);
+        assert!(c.secret_values().contains(&"p"));
     }
 
     #[test]

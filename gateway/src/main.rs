@@ -274,6 +274,9 @@ fn run_check(args: &ConfigArgs) -> ExitCode {
                 config.integrations.len(),
                 config.models.len()
             );
+            for warning in latchkey::auth::unsupported_warnings(&config) {
+                println!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {

@@ -151,18 +151,18 @@ pub async fn delete(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndUserBody {
-    id: String,
-    email: Option<String>,
-    display_name: Option<String>,
-    tags: Option<Map<String, Value>>,
-    organization: Option<OrganizationBody>,
+    pub id: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub tags: Option<Map<String, Value>>,
+    pub organization: Option<OrganizationBody>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrganizationBody {
-    id: String,
-    display_name: Option<String>,
+    pub id: String,
+    pub display_name: Option<String>,
 }
 
 impl EndUserBody {

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::extract::{Body, Query, SecretKey};
 use crate::app::App;
+use crate::auth::sessions::Caller;
 use crate::catalog::{AuthMode, Provider};
 use crate::config::{split_scopes, Config};
 use crate::integration::{AppCredentials, Include, Integration, Origin};
@@ -22,11 +23,16 @@ use crate::store::integrations::WriteError;
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-pub async fn list(_: SecretKey, State(app): State<Arc<App>>, _: Query<Empty>) -> Json<Value> {
+/// With a connect session, only the integrations the session allows.
+pub async fn list(caller: Caller, State(app): State<Arc<App>>, _: Query<Empty>) -> Json<Value> {
     let config = app.config.current();
     let data: Vec<Value> = app
         .integrations(&config)
         .iter()
+        .filter(|i| match &caller {
+            Caller::Backend => true,
+            Caller::Session(session) => session.allows(&i.unique_key),
+        })
         .map(|i| i.to_api(config.catalog.get(&i.provider).map(|p| &**p), &app.server_url, Include::default()))
         .collect();
     Json(json!({ "data": data }))

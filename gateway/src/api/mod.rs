@@ -3,7 +3,8 @@
 //! request that is not `/proxy/*` to this router.
 
 mod admin;
-mod connections;
+pub mod connect_ui;
+pub(crate) mod connections;
 pub mod error;
 pub mod extract;
 mod integrations;
@@ -55,6 +56,8 @@ fn routes() -> Router<Arc<App>> {
         .merge(crate::records::api::routes())
         .merge(crate::functions::api::routes())
         .merge(crate::scheduler::api::routes())
+        .merge(crate::auth::routes())
+        .merge(connect_ui::routes())
         .fallback(|| async { ApiError::not_found("No such endpoint") })
 }
 

@@ -8,8 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::extract::{Query, SecretKey};
+use super::extract::Query;
 use crate::app::App;
+use crate::auth::sessions::Caller;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,11 +18,7 @@ pub struct ListQuery {
     search: Option<String>,
 }
 
-pub async fn list(
-    _: SecretKey,
-    State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list(_: Caller, State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let config = app.config.current();
     let pattern =
         match q.search.as_deref().filter(|s| !s.is_empty()) {
@@ -41,11 +38,7 @@ pub async fn list(
     Ok(Json(json!({ "data": data })))
 }
 
-pub async fn show(
-    _: SecretKey,
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn show(_: Caller, State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let config = app.config.current();
     let provider = config.catalog.get(&name).ok_or_else(|| ApiError::not_found(format!("Unknown provider {name}")))?;
     Ok(Json(json!({ "data": provider.to_api(&app.server_url) })))

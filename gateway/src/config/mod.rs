@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use serde_json::Value;
 
-pub use model::split_scopes;
+pub use model::{split_scopes, ConnectUi, ConnectUiColours};
 pub use reload::{ConfigHandle, ReloadStatus};
 
 use crate::catalog::{self, Catalog};
@@ -72,6 +72,8 @@ pub struct Config {
     pub rate_limits: IndexMap<String, crate::catalog::RateLimit>,
     /// Every file this snapshot was read from, to watch for changes.
     pub files: Vec<PathBuf>,
+    /// The look of the Connect UI.
+    pub connect_ui: ConnectUi,
     /// A hash of the text of every file read; equal fingerprints mean an unchanged configuration.
     pub fingerprint: u64,
 }
@@ -94,6 +96,7 @@ impl Config {
             read_timeout: DEFAULT_READ_TIMEOUT,
             files: Vec::new(),
             fingerprint: 0,
+            connect_ui: ConnectUi::default(),
         }
     }
 }
@@ -221,6 +224,7 @@ pub fn load(options: &LoadOptions, version: u64) -> Result<Config, Problems> {
         webhooks,
         files,
         fingerprint: hasher.finish(),
+        connect_ui: document.connect_ui,
     })
 }
 

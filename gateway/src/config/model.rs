@@ -15,6 +15,8 @@ pub struct NangoYaml {
     #[serde(default)]
     pub logs: Option<LogsYaml>,
     #[serde(default)]
+    pub connect_ui: ConnectUi,
+    #[serde(default)]
     pub webhooks: Option<WebhooksYaml>,
     #[serde(default)]
     pub proxy: Option<ProxyYaml>,
@@ -35,6 +37,31 @@ pub struct ProxyYaml {
 pub struct LogsYaml {
     /// How long log entries are kept, such as `7d`.
     pub retention: Option<String>,
+}
+
+/// The look of Latchkey's Connect UI (`connect_ui:` in nango.yaml).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ConnectUi {
+    pub logo_url: Option<String>,
+    pub default_theme: Option<String>,
+    pub show_watermark: Option<bool>,
+    #[serde(default)]
+    pub theme: ConnectUiThemes,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ConnectUiThemes {
+    #[serde(default)]
+    pub light: ConnectUiColours,
+    #[serde(default)]
+    pub dark: ConnectUiColours,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ConnectUiColours {
+    pub primary: Option<String>,
+    pub background: Option<String>,
+    pub text: Option<String>,
 }
 
 /// Where and when the gateway POSTs webhooks to you, with Nango's setting names.

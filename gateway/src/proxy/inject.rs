@@ -33,7 +33,7 @@ impl<'a> ProxyVars<'a> {
     fn access_token(&self) -> Option<&str> {
         match &self.connection.credentials {
             Credentials::OAuth2 { access_token, .. } | Credentials::App { access_token, .. } => Some(access_token),
-            Credentials::OAuth2Cc { token, .. } => Some(token),
+            Credentials::OAuth2Cc { token, .. } | Credentials::TwoStep { token, .. } => Some(token),
             _ => None,
         }
     }
@@ -111,12 +111,16 @@ pub fn headers(
         Credentials::OAuth2 { access_token, .. } | Credentials::App { access_token, .. } => {
             out.push(("authorization".into(), format!("Bearer {access_token}")))
         }
-        Credentials::OAuth2Cc { token, .. } => out.push(("authorization".into(), format!("Bearer {token}"))),
+        // A TWO_STEP token is a bearer token unless a template places it (`${accessToken}`).
+        Credentials::OAuth2Cc { token, .. } | Credentials::TwoStep { token, .. } => {
+            out.push(("authorization".into(), format!("Bearer {token}")))
+        }
         Credentials::Basic { username, password } => {
             let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
             out.push(("authorization".into(), format!("Basic {encoded}")));
         }
-        Credentials::OAuth1 { .. } => return Err(InjectError::Unsupported("OAUTH1")),
+        // Signed per request by the planner, which knows the final URL.
+        Credentials::OAuth1 { .. } => {}
         Credentials::Tba { .. } => return Err(InjectError::Unsupported("TBA")),
         Credentials::ApiKey { .. } | Credentials::None => {}
     }

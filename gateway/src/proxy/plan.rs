@@ -9,9 +9,10 @@ use http::StatusCode;
 use super::inject;
 use super::target::{self, Target};
 use crate::app::App;
+use crate::auth::oauth1;
 use crate::catalog::template::Scope;
 use crate::catalog::Provider;
-use crate::connection::Connection;
+use crate::connection::{Connection, Credentials};
 use crate::integration::Integration;
 
 /// What the caller asked for.
@@ -86,7 +87,7 @@ pub async fn plan(app: &App, key: &str, connection_id: &str, outbound: &Outbound
 
 /// The upstream target and headers of a request. Synchronous: the template variables borrow the
 /// connection and are not `Send`.
-fn prepare(
+pub fn prepare(
     outbound: &Outbound<'_>,
     provider: &Provider,
     integration: &Integration,
@@ -109,7 +110,47 @@ fn prepare(
     let query = inject::query(provider, &scope);
     let target = target::build(&base, outbound.endpoint, outbound.query, &query)
         .map_err(|e| PlanError::new(StatusCode::BAD_REQUEST, "invalid_proxy_path", e.to_string()))?;
+    let mut headers = headers;
+    if let Credentials::OAuth1 { oauth_token, oauth_token_secret, .. } = &connection.credentials {
+        // A template may supply its own authorization; otherwise the request is signed.
+        if !headers.iter().any(|(name, _)| name == "authorization") {
+            let signature = sign_oauth1(method, &target, provider, integration, oauth_token, oauth_token_secret)
+                .map_err(|e| PlanError::new(StatusCode::BAD_REQUEST, "proxy_request_failed", e.to_string()))?;
+            headers.insert(0, ("authorization".into(), signature));
+        }
+    }
     Ok((target, headers))
+}
+
+/// The OAuth 1.0a signature of one request, over its method and final URL (not its body, as
+/// in Nango).
+fn sign_oauth1(
+    method: &str,
+    target: &Target,
+    provider: &Provider,
+    integration: &Integration,
+    token: &str,
+    token_secret: &str,
+) -> Result<String, oauth1::SignError> {
+    let scheme = if target.tls { "https" } else { "http" };
+    let url = format!("{scheme}://{}{}", target.authority(), target.path_and_query);
+    let (nonce, timestamp) = oauth1::nonce_and_time();
+    let signer = oauth1::Signer {
+        consumer_key: integration.credentials.client_id.as_deref().unwrap_or_default(),
+        consumer_secret: integration.credentials.client_secret.as_ref().map(|s| s.expose()).unwrap_or_default(),
+        token: Some(token),
+        token_secret,
+        private_key: integration.credentials.private_key.as_ref().map(|k| k.expose()),
+    };
+    let request = oauth1::Request {
+        method,
+        url: &url,
+        params: &[],
+        signature_method: oauth1::signature_method(provider),
+        nonce: &nonce,
+        timestamp,
+    };
+    oauth1::authorization(&signer, &request)
 }
 
 /// `Base-Url-Override` is honoured when the integration allows overrides, or when it names the

@@ -1,0 +1,157 @@
+//! TWO_STEP: the end user's fields (a user name and password, a key pair…) are traded at the
+//! provider's `token_url` for a token, which the proxy then sends. The request is built from the
+//! entry: `token_params` and `token_headers` rendered with `${credentials.*}` and
+//! `${connectionConfig.*}`, JSON unless `body_format: form`, POST unless
+//! `token_request_method: GET`; the token, refresh token and expiry are read at the dot paths of
+//! `token_response`.
+
+use chrono::{Duration, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::catalog::template::{self, walk, Layers, Scope};
+use crate::catalog::{Provider, TokenUrl};
+use crate::connection::Credentials;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TwoStepError {
+    #[error("provider `{0}` has no token_url")]
+    NoTokenUrl(String),
+    #[error("the token request of provider `{provider}` needs {}, which were not given", .missing.join(", "))]
+    Missing { provider: String, missing: Vec<String> },
+    #[error("cannot reach the token endpoint at {host}: {reason}")]
+    Network { host: String, reason: String },
+    #[error("the provider refused the credentials (HTTP {status}){}", .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Refused { status: u16, detail: Option<String> },
+    #[error("the provider's answer has no token at `{0}`")]
+    NoToken(String),
+}
+
+/// Asks the provider for a token with the end user's `fields`.
+pub async fn request(
+    http: &reqwest::Client,
+    provider: &Provider,
+    connection_config: &Map<String, Value>,
+    fields: &Map<String, Value>,
+) -> Result<Credentials, TwoStepError> {
+    let (method, url, headers, body) = prepare(provider, connection_config, fields)?;
+    let host = url::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+    let mut builder = http.request(method, &url).header(reqwest::header::ACCEPT, "application/json");
+    for (name, value) in &headers {
+        builder = builder.header(name, value);
+    }
+    if let Some((content_type, body)) = body {
+        // The entry's own content type wins.
+        if !headers.iter().any(|(name, _)| name == "content-type") {
+            builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        builder = builder.body(body);
+    }
+    let response = builder
+        .send()
+        .await
+        .map_err(|e| TwoStepError::Network { host: host.clone(), reason: e.without_url().to_string() })?;
+    let status = response.status().as_u16();
+    let text =
+        response.text().await.map_err(|e| TwoStepError::Network { host, reason: e.without_url().to_string() })?;
+    if status != 200 && status != 201 {
+        return Err(TwoStepError::Refused { status, detail: refusal(&text) });
+    }
+    let raw: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    parse(provider, raw, fields.clone())
+}
+
+/// What the provider said when refusing: its `error`/`message` fields, else the start of the text.
+fn refusal(text: &str) -> Option<String> {
+    let json: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let said = ["error_description", "message", "error"].iter().find_map(|k| json.get(*k).and_then(Value::as_str));
+    let detail = said.map(str::to_string).unwrap_or_else(|| text.trim().chars().take(200).collect());
+    (!detail.is_empty()).then_some(detail)
+}
+
+type Prepared = (reqwest::Method, String, Vec<(String, String)>, Option<(&'static str, String)>);
+
+fn prepare(
+    provider: &Provider,
+    connection_config: &Map<String, Value>,
+    fields: &Map<String, Value>,
+) -> Result<Prepared, TwoStepError> {
+    let config = Value::Object(connection_config.clone());
+    let entered = Value::Object(fields.clone());
+    let named = json!({ "connectionConfig": config, "connection_config": config, "credentials": entered });
+    let layers = Layers(vec![&named, &entered]);
+    let scope = Scope::new(&layers);
+    let mut missing = Vec::new();
+    let mut render = |text: &str| {
+        let rendered = template::render_with_fallback(text, &scope);
+        missing.extend(rendered.missing.iter().cloned());
+        rendered.text
+    };
+    let url = match &provider.token_url {
+        Some(TokenUrl::One(url)) => render(url),
+        _ => return Err(TwoStepError::NoTokenUrl(provider.name.clone())),
+    };
+    let params: Vec<(String, Value)> = provider
+        .token_params
+        .iter()
+        .map(|(k, v)| (k.clone(), if let Value::String(s) = v { Value::String(render(s)) } else { v.clone() }))
+        .collect();
+    let headers: Vec<(String, String)> = provider
+        .entry
+        .get("token_headers")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.to_ascii_lowercase(), render(v.as_str().unwrap_or_default())))
+        .collect();
+    if !missing.is_empty() {
+        missing.dedup();
+        return Err(TwoStepError::Missing { provider: provider.name.clone(), missing });
+    }
+    let get = provider.entry.get("token_request_method").and_then(Value::as_str) == Some("GET");
+    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    if get {
+        let mut url = url::Url::parse(&url).map_err(|_| TwoStepError::NoTokenUrl(provider.name.clone()))?;
+        url.query_pairs_mut().extend_pairs(params.iter().map(|(k, v)| (k, text(v))));
+        return Ok((reqwest::Method::GET, url.to_string(), headers, None));
+    }
+    let body = match provider.body_format.as_deref() {
+        Some("form") => {
+            let form = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(params.iter().map(|(k, v)| (k, text(v))))
+                .finish();
+            ("application/x-www-form-urlencoded", form)
+        }
+        _ => ("application/json", Value::Object(params.into_iter().collect()).to_string()),
+    };
+    Ok((reqwest::Method::POST, url, headers, Some(body)))
+}
+
+fn parse(provider: &Provider, raw: Value, fields: Map<String, Value>) -> Result<Credentials, TwoStepError> {
+    let spec = provider.entry.get("token_response").cloned().unwrap_or(Value::Null);
+    let at = |key: &str| -> Option<&Value> {
+        let path = spec.get(key)?.as_str()?;
+        walk(&raw, &path.split('.').collect::<Vec<_>>())
+    };
+    let token_path = spec.get("token").and_then(Value::as_str).unwrap_or("token").to_string();
+    let token = at("token")
+        .or_else(|| raw.get("token"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or(TwoStepError::NoToken(token_path))?
+        .to_string();
+    let refresh_token = at("refresh_token").and_then(Value::as_str).map(str::to_string);
+    let strategy = spec.get("token_expiration_strategy").and_then(Value::as_str).unwrap_or("expireIn");
+    let expires_at = match at("token_expiration") {
+        Some(value) if strategy == "expireAt" => crate::time::parse_instant(value),
+        Some(value) => {
+            let seconds = value.as_f64().or_else(|| value.as_str().and_then(|s| s.parse().ok()));
+            seconds.map(|s| Utc::now() + Duration::milliseconds((s * 1000.0) as i64))
+        }
+        None => provider
+            .entry
+            .get("token_expires_in_ms")
+            .and_then(Value::as_i64)
+            .map(|ms| Utc::now() + Duration::milliseconds(ms)),
+    };
+    Ok(Credentials::TwoStep { token, refresh_token, expires_at, raw, fields })
+}

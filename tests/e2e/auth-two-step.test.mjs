@@ -1,0 +1,153 @@
+// TWO_STEP end to end: the end user's fields go to POST /auth/two-step/:key as the frontend SDK
+// sends them, the gateway trades them for a token at a real login endpoint on loopback, and the
+// proxy sends that token (as a bearer token, or where a template puts it).
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import { Nango } from '@nangohq/node';
+
+import { databases } from '../support/db.mjs';
+import { startGateway } from '../support/gateway.mjs';
+import { startUpstream } from '../support/upstream.mjs';
+
+function catalog(url) {
+    return `
+login-api:
+    display_name: Login API
+    categories: [other]
+    auth_mode: TWO_STEP
+    token_url: ${url}/tenants/\${connectionConfig.tenant}/login
+    token_headers:
+        x-client: latchkey-test
+    token_params:
+        email: \${credentials.email}
+        password: \${credentials.password}
+    token_response:
+        token: data.access_token
+        token_expiration: data.expires_in
+        token_expiration_strategy: expireIn
+    proxy:
+        base_url: ${url}/api
+        headers:
+            authorization: Token \${accessToken}
+    connection_config:
+        tenant:
+            type: string
+            title: Tenant
+            description: Your tenant
+    credentials:
+        email:
+            type: string
+            title: Email
+            description: Your email
+        password:
+            type: string
+            title: Password
+            description: Your password
+            secret: true
+    docs: https://example.com/login
+form-login-api:
+    display_name: Form login API
+    categories: [other]
+    auth_mode: TWO_STEP
+    token_url: ${url}/form-login
+    body_format: form
+    token_params:
+        grant_type: password
+        username: \${credentials.username}
+    token_response:
+        token: token
+    token_expires_in_ms: 600000
+    proxy:
+        base_url: ${url}/api
+    docs: https://example.com/login
+`;
+}
+
+for (const db of databases()) {
+    describe(`TWO_STEP credentials on ${db}`, () => {
+        let upstream, gateway, nango;
+
+        before(async () => {
+            upstream = await startUpstream((req, res, body) => {
+                const reply = (status, value) => {
+                    res.writeHead(status, { 'content-type': 'application/json' });
+                    res.end(JSON.stringify(value));
+                };
+                if (req.url === '/tenants/acme/login') {
+                    const sent = JSON.parse(body.toString() || '{}');
+                    const ok = sent.email === 'a@example.com' && sent.password === 'correct-horse-battery' && req.headers['x-client'] === 'latchkey-test';
+                    return ok
+                        ? reply(200, { data: { access_token: 'login-token', expires_in: 3600 } })
+                        : reply(401, { message: 'Wrong email or password' });
+                }
+                if (req.url === '/form-login') {
+                    const sent = new URLSearchParams(body.toString());
+                    const ok = req.headers['content-type'] === 'application/x-www-form-urlencoded' && sent.get('grant_type') === 'password';
+                    return ok ? reply(201, { token: `form-token-${sent.get('username')}` }) : reply(400, { error: 'bad form' });
+                }
+                return reply(200, { authorization: req.headers.authorization ?? null, url: req.url });
+            });
+            gateway = await startGateway({
+                db,
+                config: 'catalogs: [two-step.yaml]\nintegrations:\n  login:\n    provider: login-api\n  form-login:\n    provider: form-login-api\n',
+                files: { 'two-step.yaml': catalog(upstream.url) }
+            });
+            nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url });
+        });
+
+        after(async () => {
+            await gateway?.stop();
+            await upstream?.close();
+        });
+
+        const post = async (key, token, body, query = '') =>
+            fetch(`${gateway.url}/auth/two-step/${key}?connect_session_token=${token}${query}`, {
+                method: 'POST',
+                headers: { 'content-type': 'application/json' },
+                body: JSON.stringify(body)
+            });
+
+        it('trades the fields for a token, stores them, and the proxy sends the token where the template says', async () => {
+            const { data } = await nango.createConnectSession({ end_user: { id: 'u-2s' } });
+            let res = await post('login', data.token, { type: 'TWO_STEP', email: 'a@example.com', password: 'wrong-horse' }, '&params[tenant]=acme');
+            assert.equal(res.status, 400);
+            let body = await res.json();
+            assert.equal(body.error.code, 'connection_test_failed');
+            assert.match(body.error.message, /Wrong email or password/);
+            assert.ok(!body.error.message.includes('wrong-horse'), 'the password is not echoed');
+
+            res = await post('login', data.token, { type: 'TWO_STEP', email: 'a@example.com' }, '&params[tenant]=acme');
+            assert.equal(res.status, 400);
+            assert.match((await res.json()).error.message, /Password is required/);
+
+            res = await post('login', data.token, { type: 'TWO_STEP', email: 'a@example.com', password: 'correct-horse-battery' }, '&params[tenant]=acme');
+            assert.equal(res.status, 200);
+            const { connectionId } = await res.json();
+            const connection = await nango.getConnection('login', connectionId);
+            assert.equal(connection.credentials.type, 'TWO_STEP');
+            assert.equal(connection.credentials.token, 'login-token');
+            assert.equal(connection.credentials.email, 'a@example.com');
+            const ttl = Date.parse(connection.credentials.expires_at) - Date.now();
+            assert.ok(ttl > 3000_000 && ttl <= 3600_000, `expires in ${ttl} ms`);
+            assert.equal(connection.end_user.id, 'u-2s');
+
+            const proxied = await nango.get({ endpoint: '/me', providerConfigKey: 'login', connectionId });
+            assert.equal(proxied.data.authorization, 'Token login-token');
+            assert.ok(!gateway.output.includes('correct-horse-battery'), 'the password is not logged');
+        });
+
+        it('sends a form body when the entry says so, and a bearer token by default', async () => {
+            const { data } = await nango.createConnectSession({ end_user: { id: 'u-form' } });
+            const res = await post('form-login', data.token, { username: 'bob' });
+            assert.equal(res.status, 200);
+            const { connectionId } = await res.json();
+            const connection = await nango.getConnection('form-login', connectionId);
+            assert.equal(connection.credentials.token, 'form-token-bob');
+            const ttl = Date.parse(connection.credentials.expires_at) - Date.now();
+            assert.ok(ttl > 500_000 && ttl <= 600_000, 'token_expires_in_ms');
+            const proxied = await nango.get({ endpoint: '/me', providerConfigKey: 'form-login', connectionId });
+            assert.equal(proxied.data.authorization, 'Bearer form-token-bob');
+        });
+    });
+}
