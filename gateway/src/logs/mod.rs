@@ -31,6 +31,10 @@ use crate::with_pool;
 const QUEUE: usize = 65_536;
 /// The most entries one insert writes (SQLite allows 32766 bound values; 16 columns each).
 const BATCH: usize = 1_000;
+/// How long the writer lets entries gather after the first one arrives: one insert (and one
+/// wake-up of the writer) per interval instead of one per few requests; writing small batches
+/// took about a quarter of the gateway's CPU in the benchmark.
+const GATHER: Duration = Duration::from_millis(100);
 /// How many expired entries one delete removes, so that pruning never holds a long lock.
 const PRUNE_CHUNK: i64 = 10_000;
 
@@ -183,12 +187,25 @@ impl Logs {
 
 async fn write_batches(db: Db, mut receiver: mpsc::Receiver<Entry>) {
     let mut batch = Vec::with_capacity(BATCH);
-    // Whatever queued up while the previous insert ran goes into the next one.
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        if let Err(e) = insert(&db, &batch).await {
-            tracing::warn!(entries = batch.len(), "cannot write log entries: {e}");
+        // While the writer sleeps, senders queue without waking it.
+        tokio::time::sleep(GATHER).await;
+        loop {
+            while batch.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = insert(&db, &batch).await {
+                tracing::warn!(entries = batch.len(), "cannot write log entries: {e}");
+            }
+            let full = batch.len() == BATCH;
+            batch.clear();
+            if !full {
+                break;
+            }
         }
-        batch.clear();
     }
 }
 
