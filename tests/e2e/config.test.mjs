@@ -16,6 +16,17 @@ import { createPostgresDatabase } from '../support/db.mjs';
 import { BIN, REPO, startGateway } from '../support/gateway.mjs';
 import { startUpstream } from '../support/upstream.mjs';
 
+/**
+ * Replaces a file the way deployment tools and most editors do, by renaming a complete copy
+ * over it: a reader never sees it half written (a plain write truncates first, and a reload
+ * that reads in between sees an empty configuration).
+ */
+async function replaceFile(file, text) {
+    const temporary = `${file}.${process.pid}.tmp`;
+    await fs.writeFile(temporary, text);
+    await fs.rename(temporary, file);
+}
+
 const run = promisify(execFile);
 const NANGO_CATALOG = path.join(REPO, 'tests/node_modules/@nangohq/providers/providers.yaml');
 
@@ -171,14 +182,14 @@ describe('hot reload', () => {
         for (let i = 1; i <= 50; i++) {
             // Alternate the three triggers: a file change, SIGHUP and the admin endpoint.
             const next = base.replace('Version 0', `Version ${i}`);
-            await fs.writeFile(configPath, next);
+            await replaceFile(configPath, next);
             if (i % 3 === 1) {
                 gateway.child.kill('SIGHUP');
             } else if (i % 3 === 2) {
                 const r = await gateway.fetch('/admin/reload', { method: 'POST' });
                 assert.equal(r.status, 200);
             }
-            const deadline = Date.now() + 5000;
+            const deadline = Date.now() + 20000;
             for (;;) {
                 const { data } = await nango.getIntegration({ uniqueKey: 'acme' });
                 if (data.display_name === `Version ${i}`) break;
@@ -200,7 +211,7 @@ describe('hot reload', () => {
         const configPath = path.join(gateway.dir, 'nango.yaml');
         const good = await fs.readFile(configPath, 'utf8');
         const before = await (await gateway.fetch('/admin/config')).json();
-        await fs.writeFile(configPath, good.replace('provider: acme-apikey', 'provider: acme-nope'));
+        await replaceFile(configPath, good.replace('provider: acme-apikey', 'provider: acme-nope'));
         const r = await gateway.fetch('/admin/reload', { method: 'POST' });
         assert.equal(r.status, 400);
         const body = await r.json();
@@ -214,7 +225,7 @@ describe('hot reload', () => {
         const proxied = await nango.get({ providerConfigKey: 'acme', connectionId: 'c1', endpoint: '/still-works' });
         assert.equal(proxied.status, 200);
 
-        await fs.writeFile(configPath, good);
+        await replaceFile(configPath, good);
         const fixed = await gateway.fetch('/admin/reload', { method: 'POST' });
         assert.equal(fixed.status, 200);
         const cleared = await (await gateway.fetch('/admin/config')).json();
