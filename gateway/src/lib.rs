@@ -2,7 +2,8 @@
 //!
 //! One folder per concept: [`config`] (loading, validation, hot reload), [`catalog`] (the
 //! provider model), [`store`] (database, migrations, encryption), [`api`] (the control plane),
-//! [`proxy`] (the Pingora edge). [`integration`] and [`connection`] are the two records
+//! [`proxy`] (the Pingora edge), [`auth`] (flows and refresh), [`webhooks`], [`logs`],
+//! [`functions`], [`records`] and [`scheduler`]. [`integration`] and [`connection`] are the two records
 //! everything else is about.
 
 pub mod api;
@@ -12,6 +13,7 @@ pub mod catalog;
 pub mod config;
 pub mod connection;
 pub mod functions;
+pub mod http;
 pub mod integration;
 pub mod logs;
 pub mod problem;

@@ -16,8 +16,7 @@ use super::extract::{flag, Body, Query, SecretKey};
 use crate::app::App;
 use crate::auth::refresh::RefreshError;
 use crate::connection::{Connection, Credentials, EndUser, Organization};
-use crate::store::connections::{ListFilter, NewConnection, Patch, Upserted};
-use crate::webhooks::{auth_payload, AuthOperation, Event};
+use crate::store::connections::{ListFilter, NewConnection, Patch};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -482,14 +481,7 @@ pub async fn import(
         webhook_url_override,
     };
     let (connection, upserted) = app.store.connections.upsert(&new).await?;
-    let operation = match upserted {
-        Upserted::Creation => AuthOperation::Creation,
-        Upserted::Override => AuthOperation::Override,
-    };
-    let payload = auth_payload(&connection, connection.credentials.mode(), operation, None);
-    if let Err(e) = app.webhooks.enqueue(Event::for_connection(&connection, payload)).await {
-        tracing::error!(connection = %connection.connection_id, "cannot store the auth webhook: {e}");
-    }
+    app.webhooks.connection_saved(&connection, upserted).await;
     Ok((StatusCode::CREATED, Json(connection.to_api_full(true))).into_response())
 }
 

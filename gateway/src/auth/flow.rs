@@ -20,7 +20,6 @@ use crate::catalog::{AuthMode, Provider};
 use crate::connection::{Connection, Credentials};
 use crate::integration::Integration;
 use crate::store::connections::{NewConnection, Upserted};
-use crate::webhooks::{auth_payload, AuthOperation, Event};
 
 /// The query the frontend SDK sends to the auth endpoints. Parameters an endpoint has no use
 /// for (`hmac`, `user_scope` on a credential flow) are ignored, as the SDK sends them freely.
@@ -251,16 +250,7 @@ impl Flow {
             webhook_url_override: self.session.webhook_url_override.clone(),
         };
         let (connection, upserted) = app.store.connections.upsert(&new).await?;
-        let operation = match upserted {
-            Upserted::Creation => AuthOperation::Creation,
-            Upserted::Override => AuthOperation::Override,
-        };
-        // The webhook is stored here and sent in the background: a slow receiver never holds
-        // up the end user.
-        let payload = auth_payload(&connection, connection.credentials.mode(), operation, None);
-        if let Err(e) = app.webhooks.enqueue(Event::for_connection(&connection, payload)).await {
-            tracing::error!(connection = %connection.connection_id, "cannot store the auth webhook: {e}");
-        }
+        app.webhooks.connection_saved(&connection, upserted).await;
         tracing::info!(
             provider_config_key = %connection.provider_config_key,
             connection_id = %connection.connection_id,

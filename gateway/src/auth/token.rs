@@ -26,19 +26,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an OAUTH2_CC token lives when the provider does not say (as Nango assumes).
 const DEFAULT_CC_LIFETIME: chrono::Duration = chrono::Duration::minutes(55);
 
-/// The client for token endpoints. Redirects are not followed: a redirected POST would carry a
-/// code or a client secret to wherever the redirect points.
+/// The client for token endpoints and credential checks.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(TIMEOUT)
-        .user_agent(concat!("Latchkey/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|e| {
-            tracing::error!("cannot build the HTTP client for token endpoints: {e}; using the defaults");
-            reqwest::Client::new()
-        })
+    crate::http::client("token endpoints", Some(TIMEOUT))
 }
 
 /// The OAuth client that authenticates at the token endpoint.

@@ -27,13 +27,7 @@ const MAX_LOG_MESSAGE: usize = 100_000;
 /// How many log lines one run keeps for its caller.
 const MAX_LOG_LINES: usize = 10_000;
 
-static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default()
-});
+static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| crate::http::client("functions", None));
 
 pub struct FunctionHost {
     pub app: Arc<App>,

@@ -23,6 +23,7 @@ pub use deliveries::{Delivery, ListFilter, Status};
 use crate::config::ConfigHandle;
 use crate::connection::Connection;
 use crate::secret::Secret;
+use crate::store::connections::Upserted;
 use crate::store::{Db, StoreError};
 
 /// Where webhooks go and which ones are wanted, with Nango's names.
@@ -183,6 +184,20 @@ pub struct Webhooks {
 impl Webhooks {
     pub fn new(db: Db, config: Arc<ConfigHandle>, default_key: Secret) -> Arc<Webhooks> {
         Arc::new(Webhooks { db, config, default_key, http: worker::http_client(), wake: Notify::new() })
+    }
+
+    /// Announces a connection that was just created or replaced (Nango's `auth` webhook with
+    /// operation `creation` or `override`). A webhook that cannot be stored is logged, never
+    /// passed on: the connection is saved either way.
+    pub async fn connection_saved(&self, connection: &Connection, upserted: Upserted) {
+        let operation = match upserted {
+            Upserted::Creation => AuthOperation::Creation,
+            Upserted::Override => AuthOperation::Override,
+        };
+        let payload = auth_payload(connection, connection.credentials.mode(), operation, None);
+        if let Err(e) = self.enqueue(Event::for_connection(connection, payload)).await {
+            tracing::error!(connection = %connection.connection_id, "cannot store the auth webhook: {e}");
+        }
     }
 
     /// Stores one delivery per URL the event goes to, for the worker to send; returns how many.

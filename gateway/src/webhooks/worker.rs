@@ -28,16 +28,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 pub(super) fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(TIMEOUT)
-        .user_agent(concat!("Latchkey/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|e| {
-            tracing::error!("cannot build the HTTP client for webhooks: {e}; using the defaults");
-            reqwest::Client::new()
-        })
+    crate::http::client("webhooks", Some(TIMEOUT))
 }
 
 pub(super) async fn run(webhooks: Arc<Webhooks>) {
