@@ -87,6 +87,17 @@ pub enum Credentials {
         #[serde(flatten)]
         fields: Map<String, Value>,
     },
+    /// A token signed with the end user's key, signed again as it nears expiry.
+    #[serde(rename = "JWT")]
+    Jwt {
+        token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::iso_opt")]
+        expires_at: Option<DateTime<Utc>>,
+        /// The fields the end user entered (the key, its id…), which the token templates read
+        /// as `${credentials.<name>}`.
+        #[serde(flatten)]
+        fields: Map<String, Value>,
+    },
     #[serde(rename = "NONE")]
     None,
 }
@@ -103,6 +114,7 @@ impl Credentials {
             Credentials::Tba { .. } => "TBA",
             Credentials::App { .. } => "APP",
             Credentials::TwoStep { .. } => "TWO_STEP",
+            Credentials::Jwt { .. } => "JWT",
             Credentials::None => "NONE",
         }
     }
@@ -112,7 +124,8 @@ impl Credentials {
             Credentials::OAuth2 { expires_at, .. }
             | Credentials::OAuth2Cc { expires_at, .. }
             | Credentials::App { expires_at, .. }
-            | Credentials::TwoStep { expires_at, .. } => *expires_at,
+            | Credentials::TwoStep { expires_at, .. }
+            | Credentials::Jwt { expires_at, .. } => *expires_at,
             _ => None,
         }
     }
@@ -146,9 +159,24 @@ impl Credentials {
                 });
                 [Some(token), refresh_token.as_ref()].into_iter().chain(entered.map(Some)).collect()
             }
+            // Keys may be nested (`privateKey.secret`).
+            Credentials::Jwt { token, fields, .. } => {
+                let mut strings = vec![Some(token)];
+                fields.values().for_each(|v| nested_strings(v, &mut strings));
+                strings
+            }
             Credentials::None => Vec::new(),
         };
         values.into_iter().flatten().map(String::as_str).filter(|s| !s.is_empty()).collect()
+    }
+}
+
+fn nested_strings<'v>(value: &'v Value, out: &mut Vec<Option<&'v String>>) {
+    match value {
+        Value::String(s) => out.push(Some(s)),
+        Value::Array(items) => items.iter().for_each(|v| nested_strings(v, out)),
+        Value::Object(map) => map.values().for_each(|v| nested_strings(v, out)),
+        _ => {}
     }
 }
 

@@ -306,12 +306,23 @@ pub enum ImportedCredentials {
     /// A GitHub App installation; its token is minted at import.
     #[serde(rename = "APP")]
     App { app_id: Option<String>, installation_id: Value },
+    /// The end user's fields; a token is signed with them at import (one given is replaced).
+    #[serde(rename = "JWT")]
+    Jwt {
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        expires_at: Option<Value>,
+        #[serde(flatten)]
+        fields: Map<String, Value>,
+    },
 }
 
 /// Imported credentials: ready to store, or a GitHub App installation whose token is minted.
 enum Imported {
     Ready(Credentials),
     AppInstallation { app_id: Option<String>, installation_id: String },
+    JwtFields(Map<String, Value>),
 }
 
 impl ImportedCredentials {
@@ -394,6 +405,7 @@ impl ImportedCredentials {
                 };
                 return Ok(Imported::AppInstallation { app_id, installation_id });
             }
+            ImportedCredentials::Jwt { fields, .. } => return Ok(Imported::JwtFields(fields)),
         }))
     }
 }
@@ -424,6 +436,11 @@ pub async fn import(
     let connection_id = body.connection_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     validate_connection_id(&connection_id)?;
     let mut connection_config = body.connection_config.unwrap_or_default();
+    let catalogued = || {
+        config.catalog.get(&integration.provider).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "unknown_provider", "the integration's provider is not in the catalog")
+        })
+    };
     let credentials = match body.credentials.into_credentials()? {
         Imported::Ready(credentials) => credentials,
         Imported::AppInstallation { app_id, installation_id } => {
@@ -434,17 +451,18 @@ pub async fn import(
                 ));
             }
             connection_config.insert("installation_id".into(), Value::String(installation_id));
-            let provider = config.catalog.get(&integration.provider).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "unknown_provider",
-                    "the integration's provider is not in the catalog",
-                )
-            })?;
+            let provider = catalogued()?;
             app.refresh
                 .app_credentials(provider, &integration, &connection_config)
                 .await
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "connection_test_failed", e.to_string()))?
+        }
+        Imported::JwtFields(fields) => {
+            let provider = catalogued()?;
+            let fields = crate::auth::jwt::split_pairs(provider, fields);
+            crate::auth::jwt::sign(provider, &fields, &connection_config, Utc::now())
+                .map_err(|e| e.into_api(&provider.name, &["credentials"]))?
+                .into_credentials(fields)
         }
     };
     if let Some(provider) = config.catalog.get(&integration.provider) {

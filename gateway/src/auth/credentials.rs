@@ -1,6 +1,6 @@
 //! Connections from credentials the end user types in, no redirect involved:
-//! `POST /api-auth/api-key/:key`, `POST /api-auth/basic/:key` and
-//! `POST /auth/unauthenticated/:key`. Credentials are checked against the provider before they
+//! `POST /api-auth/api-key/:key`, `POST /api-auth/basic/:key`, `POST /auth/two-step/:key`,
+//! `POST /auth/jwt/:key` and `POST /auth/unauthenticated/:key`. Credentials are checked against the provider before they
 //! are stored.
 
 use std::sync::Arc;
@@ -92,13 +92,7 @@ pub async fn two_step(
     flow.check_connection_config()?;
     // The frontend SDK sends the mode along with the fields.
     fields.remove("type");
-    for (name, field) in &flow.provider.credentials {
-        let given = fields.get(name).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
-        if !given && !field.optional {
-            let title = field.title.as_deref().unwrap_or(name);
-            return Err(ApiError::invalid_body(format!("{title} is required"), &[name]));
-        }
-    }
+    check_fields(&flow, &fields)?;
     let credentials =
         super::two_step::request(&auth.http, &flow.provider, &flow.connection_config, &fields).await.map_err(|e| {
             tracing::info!(provider = %flow.provider.name, "two-step credentials refused: {e}");
@@ -111,8 +105,51 @@ pub async fn two_step(
     })))
 }
 
-/// `POST /auth/:kind/:key` for the credential flows Latchkey does not run (`bill`, `tba`, `jwt`,
-/// `two-step`, `signature`, `aws-sigv4`, …): a clear refusal naming the provider's mode.
+/// `POST /auth/jwt/:key`: the end user's key (and whatever else the entry's templates read),
+/// which signs a token here; the token is checked with the provider's verification call.
+pub async fn jwt(
+    State(app): State<Arc<App>>,
+    Extension(auth): Extension<Arc<AuthState>>,
+    Path(key): Path<String>,
+    query: FlowQuery,
+    Body(mut fields): Body<Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let flow = begin(&app, &key, &query, &[AuthMode::Jwt]).await?;
+    // The frontend SDK sends the mode along with the fields.
+    fields.remove("type");
+    check_fields(&flow, &fields)?;
+    let fields = super::jwt::split_pairs(&flow.provider, fields);
+    let signed = super::jwt::sign(&flow.provider, &fields, &flow.connection_config, chrono::Utc::now())
+        .map_err(|e| e.into_api(&flow.provider.name, &[]))?;
+    create(&app, &auth, &flow, signed.into_credentials(fields)).await
+}
+
+/// The end user's fields against the entry's `credentials` form: required ones given, text
+/// matching its pattern.
+fn check_fields(flow: &Flow, fields: &Map<String, Value>) -> Result<(), ApiError> {
+    for (name, field) in &flow.provider.credentials {
+        let title = field.title.as_deref().unwrap_or(name);
+        match fields.get(name) {
+            None | Some(Value::Null) if !field.optional => {
+                return Err(ApiError::invalid_body(format!("{title} is required"), &[name]))
+            }
+            Some(Value::String(text)) if text.is_empty() && !field.optional => {
+                return Err(ApiError::invalid_body(format!("{title} is required"), &[name]))
+            }
+            Some(Value::String(text)) if !text.is_empty() => {
+                let pattern = field.pattern.as_deref().and_then(|p| regex::Regex::new(p).ok());
+                if pattern.is_some_and(|re| !re.is_match(text)) {
+                    return Err(ApiError::invalid_body(format!("{title} does not have the expected form"), &[name]));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `POST /auth/:kind/:key` for the credential flows Latchkey does not run (`bill`, `tba`,
+/// `signature`, `aws-sigv4`, …): a clear refusal naming the provider's mode.
 pub async fn unsupported(
     State(app): State<Arc<App>>,
     Path((kind, key)): Path<(String, String)>,

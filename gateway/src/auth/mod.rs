@@ -6,6 +6,7 @@
 
 mod credentials;
 mod flow;
+pub mod jwt;
 pub mod oauth1;
 mod oauth2;
 pub(crate) mod page;
@@ -35,6 +36,7 @@ pub const SUPPORTED_MODES: &[AuthMode] = &[
     AuthMode::ApiKey,
     AuthMode::Basic,
     AuthMode::TwoStep,
+    AuthMode::Jwt,
     AuthMode::None,
 ];
 
@@ -89,6 +91,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api-auth/basic/{key}", post(credentials::basic))
         .route("/auth/unauthenticated/{key}", post(credentials::unauthenticated))
         .route("/auth/two-step/{key}", post(credentials::two_step))
+        .route("/auth/jwt/{key}", post(credentials::jwt))
         .route("/auth/{kind}/{key}", post(credentials::unsupported))
         .route("/oauth2/auth/{key}", post(credentials::client_credentials))
         .route("/oauth/connect/{key}", get(oauth2::connect))

@@ -336,6 +336,18 @@ impl Refresher {
                 token::request(&self.http, provider, integration, config, client, grant).await
             }
             Credentials::App { .. } => token::installation_token(&self.http, provider, integration, config).await,
+            // Signed here: no provider call.
+            Credentials::Jwt { fields, .. } => {
+                let signed = super::jwt::sign(provider, fields, config, Utc::now())?;
+                Ok(token::Tokens {
+                    access_token: signed.token,
+                    refresh_token: None,
+                    expires_at: signed.expires_at,
+                    token_type: None,
+                    raw: Value::Null,
+                    metadata: serde_json::Map::new(),
+                })
+            }
             other => Err(TokenError::Unsupported {
                 provider: provider.name.clone(),
                 what: format!("refreshing {} credentials", other.mode()),
@@ -365,18 +377,27 @@ impl Refresher {
 fn refreshable(connection: &Connection) -> bool {
     matches!(
         &connection.credentials,
-        Credentials::OAuth2 { refresh_token: Some(_), .. } | Credentials::OAuth2Cc { .. } | Credentials::App { .. }
+        Credentials::OAuth2 { refresh_token: Some(_), .. }
+            | Credentials::OAuth2Cc { .. }
+            | Credentials::App { .. }
+            | Credentials::Jwt { .. }
     )
 }
 
-/// The refresh margin: the integration's, else the provider's, else 15 minutes.
+/// The refresh margin: the integration's, else the provider's, else 15 minutes. For tokens
+/// signed here (JWT) at most half their lifetime: one that lives shorter than the margin (Ghost's
+/// live 5 minutes) would otherwise be signed and stored again on every use.
 pub fn margin(integration: &Integration, provider: &Provider) -> chrono::Duration {
     let seconds = integration
         .refresh_margin_seconds
         .or(provider.refresh_margin_seconds)
         .or(provider.token_expiration_buffer.filter(|b| b.is_finite() && *b >= 0.0).map(|b| b as u64))
         .unwrap_or(DEFAULT_MARGIN.as_secs());
-    chrono::Duration::seconds(seconds.min(i64::MAX as u64 / 1000) as i64)
+    let margin = chrono::Duration::seconds(seconds.min(i64::MAX as u64 / 1000) as i64);
+    match super::jwt::lifetime(provider).filter(|_| provider.auth_mode == Some(crate::catalog::AuthMode::Jwt)) {
+        Some(lifetime) => margin.min(lifetime / 2),
+        None => margin,
+    }
 }
 
 fn expiring(connection: &Connection, margin: chrono::Duration, now: DateTime<Utc>) -> bool {

@@ -114,6 +114,9 @@ impl Tokens {
             Credentials::App { .. } => {
                 Credentials::App { access_token: self.access_token, expires_at: self.expires_at, raw: self.raw }
             }
+            Credentials::Jwt { fields, .. } => {
+                Credentials::Jwt { token: self.access_token, expires_at: self.expires_at, fields: fields.clone() }
+            }
             _ => self.into_credentials(None),
         }
     }
@@ -143,6 +146,8 @@ pub enum TokenError {
     Status { status: u16, excerpt: Option<String> },
     #[error("the token endpoint's answer is not usable: {0}")]
     Malformed(String),
+    #[error("signing the token failed: {0}")]
+    Jwt(#[from] super::jwt::JwtError),
 }
 
 fn describe(missing: &[String]) -> String {
@@ -181,6 +186,7 @@ impl TokenError {
             TokenError::Provider { .. } => "token_refused",
             TokenError::Status { .. } => "token_endpoint_error",
             TokenError::Malformed(_) => "token_response_malformed",
+            TokenError::Jwt(_) => "invalid_credentials",
         }
     }
 }
@@ -268,12 +274,7 @@ fn app_jwt(integration: &Integration, now: DateTime<Utc>) -> Result<String, Toke
     let credentials = &integration.credentials;
     let app_id = credentials.app_id.as_deref().or(credentials.client_id.as_deref()).ok_or_else(no_key)?;
     let key = credentials.private_key.as_ref().or(credentials.client_secret.as_ref()).ok_or_else(no_key)?;
-    let text = key.expose().trim();
-    let pem = if text.starts_with("-----BEGIN") {
-        text.as_bytes().to_vec()
-    } else {
-        base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| no_key())?
-    };
+    let pem = super::jwt::pem(key.expose()).ok_or_else(no_key)?;
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(|_| no_key())?;
     // Issued a minute early: GitHub refuses tokens from a clock that runs ahead of its own.
     let claims = serde_json::json!({

@@ -33,7 +33,9 @@ impl<'a> ProxyVars<'a> {
     fn access_token(&self) -> Option<&str> {
         match &self.connection.credentials {
             Credentials::OAuth2 { access_token, .. } | Credentials::App { access_token, .. } => Some(access_token),
-            Credentials::OAuth2Cc { token, .. } | Credentials::TwoStep { token, .. } => Some(token),
+            Credentials::OAuth2Cc { token, .. }
+            | Credentials::TwoStep { token, .. }
+            | Credentials::Jwt { token, .. } => Some(token),
             _ => None,
         }
     }
@@ -111,8 +113,8 @@ pub fn headers(
         Credentials::OAuth2 { access_token, .. } | Credentials::App { access_token, .. } => {
             out.push(("authorization".into(), format!("Bearer {access_token}")))
         }
-        // A TWO_STEP token is a bearer token unless a template places it (`${accessToken}`).
-        Credentials::OAuth2Cc { token, .. } | Credentials::TwoStep { token, .. } => {
+        // A TWO_STEP or JWT token is a bearer token unless a template places it (`${accessToken}`).
+        Credentials::OAuth2Cc { token, .. } | Credentials::TwoStep { token, .. } | Credentials::Jwt { token, .. } => {
             out.push(("authorization".into(), format!("Bearer {token}")))
         }
         Credentials::Basic { username, password } => {

@@ -181,14 +181,14 @@
             const c = provider.credentials || {};
             credentialFields.push(['username', { title: 'Username', ...c.username }, false]);
             credentialFields.push(['password', { title: 'Password', ...c.password }, true]);
-        } else if (mode === 'TWO_STEP') {
+        } else if (mode === 'TWO_STEP' || mode === 'JWT') {
             for (const [name, f] of fieldsOf(provider.credentials)) credentialFields.push([name, f, Boolean(f.secret)]);
         } else if (mode === 'OAUTH2_CC') {
             const c = provider.credentials || {};
             credentialFields.push(['client_id', { title: 'Client ID', ...c.client_id }, false]);
             credentialFields.push(['client_secret', { title: 'Client secret', ...c.client_secret }, true]);
         }
-        const supported = ['API_KEY', 'BASIC', 'TWO_STEP', 'OAUTH2_CC', 'OAUTH2', 'OAUTH1', 'NONE'].includes(mode);
+        const supported = ['API_KEY', 'BASIC', 'TWO_STEP', 'JWT', 'OAUTH2_CC', 'OAUTH2', 'OAUTH1', 'NONE'].includes(mode);
         const configFields = fieldsOf(provider.connection_config, defaults.connection_config);
         const formError = el('p', { class: 'error', role: 'alert', id: 'form-error', hidden: true });
         const submit = el('button', { type: 'submit', class: 'primary', disabled: !supported }, 'Connect');
@@ -248,6 +248,7 @@
                     API_KEY: 'api-auth/api-key',
                     BASIC: 'api-auth/basic',
                     TWO_STEP: 'auth/two-step',
+                    JWT: 'auth/jwt',
                     OAUTH2_CC: 'oauth2/auth',
                     NONE: 'auth/unauthenticated'
                 }[provider.auth_mode];
