@@ -306,16 +306,10 @@ pub enum ImportedCredentials {
     /// A GitHub App installation; its token is minted at import.
     #[serde(rename = "APP")]
     App { app_id: Option<String>, installation_id: Value },
-    /// The end user's fields; a token is signed with them at import (one given is replaced).
+    /// The end user's fields, whatever the provider reads; a token is signed with them at
+    /// import (one given is replaced). A map, so that unknown fields are allowed here.
     #[serde(rename = "JWT")]
-    Jwt {
-        #[serde(default)]
-        token: Option<String>,
-        #[serde(default)]
-        expires_at: Option<Value>,
-        #[serde(flatten)]
-        fields: Map<String, Value>,
-    },
+    Jwt(Map<String, Value>),
 }
 
 /// Imported credentials: ready to store, or a GitHub App installation whose token is minted.
@@ -405,7 +399,11 @@ impl ImportedCredentials {
                 };
                 return Ok(Imported::AppInstallation { app_id, installation_id });
             }
-            ImportedCredentials::Jwt { fields, .. } => return Ok(Imported::JwtFields(fields)),
+            ImportedCredentials::Jwt(mut fields) => {
+                fields.remove("token");
+                fields.remove("expires_at");
+                return Ok(Imported::JwtFields(fields));
+            }
         }))
     }
 }
@@ -438,7 +436,11 @@ pub async fn import(
     let mut connection_config = body.connection_config.unwrap_or_default();
     let catalogued = || {
         config.catalog.get(&integration.provider).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "unknown_provider", "the integration's provider is not in the catalog")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_provider",
+                "the integration's provider is not in the catalog",
+            )
         })
     };
     let credentials = match body.credentials.into_credentials()? {

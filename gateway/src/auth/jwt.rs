@@ -95,6 +95,13 @@ pub struct Signed {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+// Not derived: the token is a credential.
+impl std::fmt::Debug for Signed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed").field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}
+
 impl Signed {
     /// The credentials to store: the token with the fields it was signed from.
     pub fn into_credentials(self, fields: Map<String, Value>) -> Credentials {
@@ -134,14 +141,12 @@ pub fn sign(
         .ok()
         .filter(|k| !k.trim().is_empty())
         .ok_or_else(|| JwtError::MissingKey { field: field.clone() })?;
-    let key = signing_key(&signature, &text).map_err(|expected| JwtError::MalformedKey { field: field.clone(), expected })?;
+    let key =
+        signing_key(&signature, &text).map_err(|expected| JwtError::MalformedKey { field: field.clone(), expected })?;
 
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let message = format!(
-        "{}.{}",
-        b64.encode(Value::Object(header).to_string()),
-        b64.encode(Value::Object(payload).to_string())
-    );
+    let message =
+        format!("{}.{}", b64.encode(Value::Object(header).to_string()), b64.encode(Value::Object(payload).to_string()));
     // ring refuses a key of the wrong kind or curve here (a P-384 key for ES256).
     let signed = jsonwebtoken::crypto::sign(message.as_bytes(), &key, alg)
         .map_err(|_| JwtError::MalformedKey { field, expected: expected_key(&signature.protocol) })?;
@@ -236,7 +241,7 @@ fn signing_key(signature: &Signature, text: &str) -> Result<EncodingKey, &'stati
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.is_ascii() || text.len() % 2 != 0 {
+    if !text.is_ascii() || !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()

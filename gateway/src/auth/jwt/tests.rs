@@ -73,10 +73,9 @@ fn ghost_keys_are_split_and_sign_hs256_with_the_hex_decoded_secret() {
 
 #[test]
 fn hmac_secrets_decode_as_base64_or_raw_text() {
-    for (encoding, given, key) in [
-        ("base64", "c2VjcmV0LWJ5dGVz", b"secret-bytes".to_vec()),
-        ("utf8", "plain secret", b"plain secret".to_vec()),
-    ] {
+    for (encoding, given, key) in
+        [("base64", "c2VjcmV0LWJ5dGVz", b"secret-bytes".to_vec()), ("utf8", "plain secret", b"plain secret".to_vec())]
+    {
         let p = provider(
             json!({"protocol": "HMAC", "hmac_secret_encoding": encoding}),
             json!({"signing_key": "${credentials.secret}", "header": {"alg": "HS512"}, "payload": {"iss": "me"}}),
@@ -154,10 +153,8 @@ fn wrong_keys_name_the_field_and_never_show_the_key() {
 #[test]
 fn algorithms_must_belong_to_the_protocol() {
     for (protocol, alg) in [("HMAC", "RS256"), ("RSA", "HS256"), ("EC", "ES512"), ("HMAC", "none")] {
-        let p = provider(
-            json!({"protocol": protocol}),
-            json!({"signing_key": "${credentials.k}", "header": {"alg": alg}}),
-        );
+        let p =
+            provider(json!({"protocol": protocol}), json!({"signing_key": "${credentials.k}", "header": {"alg": alg}}));
         let fields = json!({"k": "00"}).as_object().unwrap().clone();
         let e = sign(&p, &fields, &Map::new(), now()).unwrap_err();
         assert!(matches!(e, JwtError::UnsupportedAlg { .. }), "{protocol} {alg}: {e}");
