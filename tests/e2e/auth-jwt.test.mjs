@@ -3,14 +3,19 @@
 // with a hex secret as Ghost does, RS256 and ES256 with public keys) accepts the proxied
 // requests. Tokens past their expiry are signed again.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 
 import { Nango } from '@nangohq/node';
 
 import { launchBrowser, startAppPage, watchConsole } from '../support/browser.mjs';
 import { databases } from '../support/db.mjs';
-import { startGateway } from '../support/gateway.mjs';
+import { BIN, REPO, startGateway } from '../support/gateway.mjs';
 import { startUpstream } from '../support/upstream.mjs';
 
 const GHOST_ID = '64f0c0ffee0123456789abcd';
@@ -306,6 +311,19 @@ for (const db of databases()) {
         });
     });
 }
+
+it('`latchkey check` accepts integrations of the catalog’s JWT provider without a warning', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'latchkey-jwt-check-'));
+    try {
+        const config = path.join(dir, 'nango.yaml');
+        await fs.writeFile(config, 'integrations:\n  ghost:\n    provider: ghost-admin\n');
+        const { stdout } = await promisify(execFile)(BIN, ['check', '--config', config, '--catalog-dir', path.join(REPO, 'providers')]);
+        assert.match(stdout, /: ok/);
+        assert.ok(!/warning/.test(stdout), stdout);
+    } finally {
+        await fs.rm(dir, { recursive: true, force: true });
+    }
+});
 
 describe('JWT from the Connect UI in Chromium', () => {
     let upstream, gateway, nango, app, browser;
