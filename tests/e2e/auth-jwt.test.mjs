@@ -41,6 +41,7 @@ ghost-loopback:
             kid: \${credentials.privateKey.id}
         payload:
             aud: /admin/
+            jti: \${random}
     proxy:
         base_url: ${url}/ghost/api/admin
         headers:
@@ -207,6 +208,9 @@ for (const db of databases()) {
             assert.equal(proxied.data.ok, true);
             assert.equal(proxied.data.header.kid, GHOST_ID);
             assert.equal(proxied.data.claims.exp - proxied.data.claims.iat, 300);
+            // With 2.5 of its 5 minutes left, the token is used again rather than signed per call.
+            const again = await nango.get({ endpoint: '/posts/', providerConfigKey: 'ghost', connectionId });
+            assert.equal(again.data.claims.jti, proxied.data.claims.jti);
             assert.ok(!gateway.output.includes(GHOST_SECRET), 'the secret is not logged');
         });
 

@@ -493,7 +493,8 @@ async fn scan(app: &Arc<App>) -> Result<(), StoreError> {
         let Some(integration) = app.integration(&config, &key.0) else { continue };
         let Some(provider) = config.catalog.get(&integration.provider).cloned() else { continue };
         let Some(connection) = app.store.connections.get(&key.0, &key.1).await? else { continue };
-        if !refreshable(&connection) {
+        // A JWT is signed in an instant when it is used; signing idle ones ahead would only write.
+        if !refreshable(&connection) || matches!(connection.credentials, Credentials::Jwt { .. }) {
             // Nothing to do until the connection changes; look again tomorrow.
             state::park(&app.store.db, &key, Utc::now() + chrono::Duration::days(1)).await?;
             continue;
