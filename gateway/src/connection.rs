@@ -161,9 +161,9 @@ impl Credentials {
             }
             // Keys may be nested (`privateKey.secret`).
             Credentials::Jwt { token, fields, .. } => {
-                let mut strings = vec![Some(token)];
-                fields.values().for_each(|v| nested_strings(v, &mut strings));
-                strings
+                let mut strings = vec![token];
+                fields.values().for_each(|v| strings_in(v, &mut strings));
+                strings.into_iter().map(Some).collect()
             }
             Credentials::None => Vec::new(),
         };
@@ -171,11 +171,12 @@ impl Credentials {
     }
 }
 
-fn nested_strings<'v>(value: &'v Value, out: &mut Vec<Option<&'v String>>) {
+/// Every string in `value`, at any depth.
+pub(crate) fn strings_in<'v>(value: &'v Value, out: &mut Vec<&'v String>) {
     match value {
-        Value::String(s) => out.push(Some(s)),
-        Value::Array(items) => items.iter().for_each(|v| nested_strings(v, out)),
-        Value::Object(map) => map.values().for_each(|v| nested_strings(v, out)),
+        Value::String(s) => out.push(s),
+        Value::Array(items) => items.iter().for_each(|v| strings_in(v, out)),
+        Value::Object(map) => map.values().for_each(|v| strings_in(v, out)),
         _ => {}
     }
 }

@@ -8,7 +8,7 @@
 //! the end user's fields (`${credentials.*}`) and the connection config; `token.expires_in_ms`
 //! for `exp`. Header and payload keys whose template cannot be filled are left out, as in Nango.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use axum::http::StatusCode;
 use base64::Engine as _;
@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use crate::api::error::ApiError;
 use crate::catalog::template::{self, placeholders, Layers, Scope};
 use crate::catalog::Provider;
-use crate::connection::Credentials;
+use crate::connection::{strings_in, Credentials};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
@@ -70,8 +70,6 @@ struct Signature {
 struct TokenSpec {
     signing_key: String,
     #[serde(default)]
-    expires_in_ms: Option<f64>,
-    #[serde(default)]
     header: Map<String, Value>,
     #[serde(default)]
     payload: Map<String, Value>,
@@ -87,6 +85,16 @@ fn section<T: for<'de> Deserialize<'de>>(provider: &Provider, key: &str) -> Resu
 pub fn lifetime(provider: &Provider) -> Option<Duration> {
     let ms = provider.entry.get("token")?.get("expires_in_ms")?.as_f64()?;
     (ms.is_finite() && ms > 0.0).then(|| Duration::milliseconds(ms as i64))
+}
+
+/// What is wrong with a JWT entry's `signature` and `token` sections, for `latchkey check`.
+pub fn entry_problem(provider: &Provider) -> Option<JwtError> {
+    let check = || -> Result<(), JwtError> {
+        let signature: Signature = section(provider, "signature")?;
+        let spec: TokenSpec = section(provider, "token")?;
+        algorithm(provider, &signature.protocol, &spec.header).map(|_| ())
+    };
+    check().err()
 }
 
 /// A signed token.
@@ -128,11 +136,10 @@ pub fn sign(
     header.entry("typ").or_insert_with(|| json!("JWT"));
     let mut payload = render_map(&spec.payload, &scope);
     payload.insert("iat".into(), json!(now.timestamp()));
-    let expires_at = spec.expires_in_ms.filter(|ms| ms.is_finite() && *ms > 0.0).map(|ms| {
-        let at = now + Duration::milliseconds(ms as i64);
+    let expires_at = lifetime(provider).map(|lifetime| now + lifetime);
+    if let Some(at) = expires_at {
         payload.insert("exp".into(), json!(at.timestamp()));
-        at
-    });
+    }
 
     let alg = algorithm(provider, &signature.protocol, &header)?;
     let field = key_field(&spec.signing_key);
@@ -286,12 +293,12 @@ pub fn split_pairs(provider: &Provider, mut fields: Map<String, Value>) -> Map<S
 }
 
 /// For each credential field, the sub-keys the token templates read (`privateKey` → `id`, `secret`).
-fn read_subkeys(provider: &Provider) -> std::collections::HashMap<String, BTreeSet<String>> {
-    let mut out: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
+fn read_subkeys(provider: &Provider) -> HashMap<String, BTreeSet<String>> {
+    let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut texts = Vec::new();
-    collect_strings(provider.entry.get("token").unwrap_or(&Value::Null), &mut texts);
+    strings_in(provider.entry.get("token").unwrap_or(&Value::Null), &mut texts);
     for text in texts {
-        for name in placeholders(&text) {
+        for name in placeholders(text) {
             let name = name.strip_prefix("credentials.").unwrap_or(&name);
             if let Some((field, sub)) = name.split_once('.') {
                 out.entry(field.to_string()).or_default().insert(sub.to_string());
@@ -299,15 +306,6 @@ fn read_subkeys(provider: &Provider) -> std::collections::HashMap<String, BTreeS
         }
     }
     out
-}
-
-fn collect_strings(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
-        Value::Object(map) => map.values().for_each(|v| collect_strings(v, out)),
-        _ => {}
-    }
 }
 
 #[cfg(test)]

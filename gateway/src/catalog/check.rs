@@ -28,6 +28,13 @@ pub(super) fn check(provider: &Provider, base: &str, strict: bool) -> Vec<Proble
         }
     }
 
+    let signs = provider.entry.get("token").is_some() && provider.entry.get("signature").is_some();
+    if provider.auth_mode == Some(AuthMode::Jwt) && signs {
+        if let Some(e) = crate::auth::jwt::entry_problem(provider) {
+            problems.push(problem("token", e.to_string(), "make token.header.alg an algorithm of signature.protocol"));
+        }
+    }
+
     let declared: HashSet<&str> = provider
         .connection_config
         .keys()

@@ -133,3 +133,14 @@ fn every_entry_names_its_docs_and_categories() {
         assert!(p.auth_mode.is_some(), "{}: no auth_mode", p.name);
     }
 }
+
+#[test]
+fn every_jwt_entry_signs_a_token_with_its_sample_credentials() {
+    for p in own_catalog().iter().filter(|p| p.auth_mode == Some(AuthMode::Jwt)) {
+        let vars = sample_vars(p);
+        let text = |key: &str| vars[key].as_object().cloned().unwrap_or_default();
+        let fields = crate::auth::jwt::split_pairs(p, text("credentials"));
+        let signed = crate::auth::jwt::sign(p, &fields, &text("connectionConfig"), chrono::Utc::now());
+        assert!(signed.is_ok(), "{}: {:?}", p.name, signed.err());
+    }
+}

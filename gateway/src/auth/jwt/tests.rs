@@ -52,6 +52,11 @@ fn claims(token: &str, key: &DecodingKey, alg: Algorithm) -> Value {
 }
 
 #[test]
+fn sound_entries_have_no_problem() {
+    assert!(entry_problem(&ghost()).is_none());
+}
+
+#[test]
 fn ghost_keys_are_split_and_sign_hs256_with_the_hex_decoded_secret() {
     let fields = ghost_fields();
     assert_eq!(fields["privateKey"], json!({"id": GHOST_ID, "secret": GHOST_SECRET}));
@@ -159,6 +164,7 @@ fn algorithms_must_belong_to_the_protocol() {
         let e = sign(&p, &fields, &Map::new(), now()).unwrap_err();
         assert!(matches!(e, JwtError::UnsupportedAlg { .. }), "{protocol} {alg}: {e}");
         assert_eq!(e.field(), None);
+        assert!(entry_problem(&p).is_some(), "`latchkey check` reports it too");
     }
 }
 
