@@ -1,7 +1,7 @@
 //! Connections from credentials the end user types in, no redirect involved:
 //! `POST /api-auth/api-key/:key`, `POST /api-auth/basic/:key`, `POST /auth/two-step/:key`,
-//! `POST /auth/jwt/:key` and `POST /auth/unauthenticated/:key`. Credentials are checked against the provider before they
-//! are stored.
+//! `POST /auth/jwt/:key` and `POST /auth/unauthenticated/:key`. Credentials are checked against
+//! the provider before they are stored.
 
 use std::sync::Arc;
 
