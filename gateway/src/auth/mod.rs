@@ -4,6 +4,7 @@
 //! endpoint call every grant goes through (authorization code, refresh token, client
 //! credentials); [`refresh`] keeps credentials fresh, one refresh per connection across nodes.
 
+mod app;
 mod credentials;
 mod flow;
 pub mod oauth1;
@@ -35,6 +36,7 @@ pub const SUPPORTED_MODES: &[AuthMode] = &[
     AuthMode::ApiKey,
     AuthMode::Basic,
     AuthMode::TwoStep,
+    AuthMode::App,
     AuthMode::None,
 ];
 
@@ -93,5 +95,6 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/oauth2/auth/{key}", post(credentials::client_credentials))
         .route("/oauth/connect/{key}", get(oauth2::connect))
         .route("/oauth/callback", get(oauth2::callback))
+        .route("/app-auth/connect", get(oauth2::callback))
         .layer(Extension(Arc::new(AuthState::new())))
 }

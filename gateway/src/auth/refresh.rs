@@ -24,11 +24,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use http::StatusCode;
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
 
 use super::token::{self, Client, Grant, TokenError};
+use super::two_step;
 use crate::app::App;
 use crate::catalog::Provider;
 use crate::connection::{Connection, Credentials};
@@ -255,8 +256,9 @@ impl Refresher {
         let auth_mode = provider.auth_mode.map(|m| m.as_str()).unwrap_or(current.credentials.mode());
         match self.call(integration, provider, &current).await {
             Ok(tokens) => {
+                let config = refreshed_config(&current, &tokens.metadata);
                 let credentials = tokens.merge_into(&current.credentials);
-                if !self.store.connections.replace_credentials(&key.0, &key.1, &credentials).await? {
+                if !self.store.connections.replace_credentials(&key.0, &key.1, &credentials, config.as_ref()).await? {
                     return Err(RefreshError::Gone(key.1.clone()));
                 }
                 state::succeeded(&self.store.db, key).await?;
@@ -336,6 +338,7 @@ impl Refresher {
                 token::request(&self.http, provider, integration, config, client, grant).await
             }
             Credentials::App { .. } => token::installation_token(&self.http, provider, integration, config).await,
+            Credentials::TwoStep { fields, .. } => Ok(two_step::exchange(&self.http, provider, config, fields).await?),
             other => Err(TokenError::Unsupported {
                 provider: provider.name.clone(),
                 what: format!("refreshing {} credentials", other.mode()),
@@ -365,8 +368,20 @@ impl Refresher {
 fn refreshable(connection: &Connection) -> bool {
     matches!(
         &connection.credentials,
-        Credentials::OAuth2 { refresh_token: Some(_), .. } | Credentials::OAuth2Cc { .. } | Credentials::App { .. }
+        Credentials::OAuth2 { refresh_token: Some(_), .. }
+            | Credentials::OAuth2Cc { .. }
+            | Credentials::App { .. }
+            | Credentials::TwoStep { .. }
     )
+}
+
+/// The connection config with what a refresh's response adds to it, when it adds anything.
+fn refreshed_config(connection: &Connection, metadata: &Map<String, Value>) -> Option<Map<String, Value>> {
+    (!metadata.is_empty()).then(|| {
+        let mut config = connection.connection_config.clone();
+        config.extend(metadata.clone());
+        config
+    })
 }
 
 /// The refresh margin: the integration's, else the provider's, else 15 minutes.

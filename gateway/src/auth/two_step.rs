@@ -4,10 +4,14 @@
 //! `${connectionConfig.*}`, JSON unless `body_format: form`, POST unless
 //! `token_request_method: GET`; the token, refresh token and expiry are read at the dot paths of
 //! `token_response`.
+//!
+//! Renewal ([`super::refresh`]) repeats the same exchange with the fields stored in the
+//! connection's credentials.
 
 use chrono::{Duration, Utc};
 use serde_json::{json, Map, Value};
 
+use super::token::{TokenError, Tokens};
 use crate::catalog::template::{self, walk, Layers, Scope};
 use crate::catalog::{Provider, TokenUrl};
 use crate::connection::Credentials;
@@ -26,13 +30,31 @@ pub enum TwoStepError {
     NoToken(String),
 }
 
-/// Asks the provider for a token with the end user's `fields`.
+/// Asks the provider for a token with the end user's `fields`: the credentials of a new
+/// connection.
 pub async fn request(
     http: &reqwest::Client,
     provider: &Provider,
     connection_config: &Map<String, Value>,
     fields: &Map<String, Value>,
 ) -> Result<Credentials, TwoStepError> {
+    let tokens = exchange(http, provider, connection_config, fields).await?;
+    Ok(Credentials::TwoStep {
+        token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        expires_at: tokens.expires_at,
+        raw: tokens.raw,
+        fields: fields.clone(),
+    })
+}
+
+/// The token exchange itself, for a new connection and for a renewal.
+pub async fn exchange(
+    http: &reqwest::Client,
+    provider: &Provider,
+    connection_config: &Map<String, Value>,
+    fields: &Map<String, Value>,
+) -> Result<Tokens, TwoStepError> {
     let (method, url, headers, body) = prepare(provider, connection_config, fields)?;
     let host = url::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
     let mut builder = http.request(method, &url).header(reqwest::header::ACCEPT, "application/json");
@@ -57,7 +79,7 @@ pub async fn request(
         return Err(TwoStepError::Refused { status, detail: refusal(&text) });
     }
     let raw: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    parse(provider, raw, fields.clone())
+    parse(provider, raw)
 }
 
 /// What the provider said when refusing: its `error`/`message` fields, else the start of the text.
@@ -126,7 +148,7 @@ fn prepare(
     Ok((reqwest::Method::POST, url, headers, Some(body)))
 }
 
-fn parse(provider: &Provider, raw: Value, fields: Map<String, Value>) -> Result<Credentials, TwoStepError> {
+fn parse(provider: &Provider, raw: Value) -> Result<Tokens, TwoStepError> {
     let spec = provider.entry.get("token_response").cloned().unwrap_or(Value::Null);
     let at = |key: &str| -> Option<&Value> {
         let path = spec.get(key)?.as_str()?;
@@ -153,5 +175,20 @@ fn parse(provider: &Provider, raw: Value, fields: Map<String, Value>) -> Result<
             .and_then(Value::as_i64)
             .map(|ms| Utc::now() + Duration::milliseconds(ms)),
     };
-    Ok(Credentials::TwoStep { token, refresh_token, expires_at, raw, fields })
+    Ok(Tokens { access_token: token, refresh_token, expires_at, token_type: None, raw, metadata: Map::new() })
+}
+
+/// A renewal's failure in the terms of every other token request.
+impl From<TwoStepError> for TokenError {
+    fn from(e: TwoStepError) -> TokenError {
+        match e {
+            TwoStepError::NoTokenUrl(provider) => TokenError::NoTokenUrl(provider),
+            TwoStepError::Missing { provider, missing } => {
+                TokenError::MissingConfig { provider, place: "token request".into(), missing }
+            }
+            TwoStepError::Network { host, reason } => TokenError::Network { host, reason },
+            TwoStepError::Refused { status, detail } => TokenError::Status { status, excerpt: detail },
+            TwoStepError::NoToken(path) => TokenError::Malformed(format!("the response has no token at `{path}`")),
+        }
+    }
 }
