@@ -1,7 +1,9 @@
 //! Token refresh: credentials are renewed before they are used when they expire within the
 //! margin (15 minutes unless the integration or the provider says otherwise), on demand after a
 //! provider rejected them ([`Refresher::force`]), and in the background for connections nearing
-//! expiry.
+//! expiry. What can be renewed without the user: OAuth 2 tokens with a refresh token, client
+//! credentials, GitHub App installation tokens, and TWO_STEP tokens (the exchange repeated with
+//! the stored fields).
 //!
 //! One refresh per connection across all nodes: in a process, callers queue on a per-connection
 //! lock; across nodes, the holder also takes a PostgreSQL advisory lock on a connection of its
@@ -11,7 +13,8 @@
 //! runs in its own task, so a caller that goes away cannot cut a refresh off between the
 //! provider rotating the refresh token and the new one being stored.
 //!
-//! New credentials are merged into the old (a refresh token is kept unless a new one came). A
+//! New credentials are merged into the old (a refresh token is kept unless a new one came), and
+//! the response's metadata into the connection config. A
 //! failure is stored on the connection (the provider's error, the attempts, the next attempt
 //! time, backing off) and reported by Nango's `auth` webhook (`operation: refresh`,
 //! `success: false`) once per failure streak; the success that ends a streak sends the same
