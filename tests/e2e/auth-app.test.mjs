@@ -40,14 +40,20 @@ ${githubAppIntegrations(github.url)}webhooks:
             await github?.close();
         });
 
-        const sessionToken = async () =>
-            (await nango.createConnectSession({ end_user: { id: 'u-app', email: 'app@example.com' }, allowed_integrations: ['gh-app', 'gh-app-no-link'] })).data
-                .token;
+        const sessionToken = async (extra = {}) =>
+            (
+                await nango.createConnectSession({
+                    end_user: { id: 'u-app', email: 'app@example.com' },
+                    allowed_integrations: ['gh-app', 'gh-app-no-link'],
+                    ...extra
+                })
+            ).data.token;
 
         /** Runs the popup: connect, the install page, the user's click; resolves to the end page and the socket's message. */
-        async function install(key = 'gh-app') {
+        async function install(key = 'gh-app', { session = {}, query = '' } = {}) {
             const socket = await openFrontendSocket(gateway.url);
-            const first = await fetch(`${gateway.url}/oauth/connect/${key}?connect_session_token=${await sessionToken()}&ws_client_id=${socket.wsClientId}`, {
+            const token = await sessionToken(session);
+            const first = await fetch(`${gateway.url}/oauth/connect/${key}?connect_session_token=${token}&ws_client_id=${socket.wsClientId}${query}`, {
                 redirect: 'manual'
             });
             if (first.status !== 302) {
@@ -131,11 +137,20 @@ ${githubAppIntegrations(github.url)}webhooks:
             assert.match(message.error_desc, /approval/);
         });
 
-        it('refuses before the redirect when the integration has no app_link', async () => {
-            const { first, end, message } = await install('gh-app-no-link');
+        it("refuses before the redirect when neither the integration nor the session names the app's page", async () => {
+            const page = `${github.url}/apps/latchkey-test`;
+            // A page the frontend names is not followed.
+            const { first, end, message } = await install('gh-app-no-link', { query: `&params[appPublicLink]=${encodeURIComponent(page)}` });
             assert.equal(first.status, 400);
             assert.match(end.text, /no app_link/);
             assert.equal(message.error_type, 'provider_config_err');
+
+            const fromSession = await install('gh-app-no-link', {
+                session: { integrations_config_defaults: { 'gh-app-no-link': { connection_config: { appPublicLink: page } } } }
+            });
+            assert.equal(fromSession.first.status, 302);
+            assert.ok(fromSession.first.headers.get('location').startsWith(`${page}/installations/new?state=`));
+            assert.equal(fromSession.message.message_type, 'success', JSON.stringify(fromSession.message));
         });
 
         it('sends an installation change made on GitHub back where it came from', async () => {

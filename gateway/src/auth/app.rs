@@ -15,24 +15,27 @@ use crate::connection::Credentials;
 use crate::integration::Integration;
 
 /// The app's install page for this flow: the provider's `authorization_url` with
-/// `connectionConfig.appPublicLink` (the integration's `app_link`, else one the connection
-/// config brought), and the state.
+/// `connectionConfig.appPublicLink` (the integration's `app_link`, else the connect session's
+/// default connection config), and the state. Never the frontend's `params`: the popup would
+/// go wherever a page asked.
 pub fn install_url(flow: &Flow, state: &str) -> Result<String, String> {
     let key = &flow.integration.unique_key;
     token::check_app_key(&flow.integration).map_err(|e| e.to_string())?;
-    let link = flow
-        .integration
-        .credentials
-        .app_link
-        .as_deref()
-        .or_else(|| flow.connection_config.get("appPublicLink").and_then(Value::as_str))
-        .filter(|link| !link.is_empty())
-        .ok_or_else(|| {
-            format!(
-                "Integration `{key}` has no app_link: set it to the GitHub App's public page \
+    let from_session = flow
+        .session
+        .defaults(key)
+        .and_then(|d| d.get("connection_config"))
+        .and_then(|c| c.get("appPublicLink"))
+        .and_then(Value::as_str);
+    let link =
+        flow.integration.credentials.app_link.as_deref().or(from_session).filter(|link| !link.is_empty()).ok_or_else(
+            || {
+                format!(
+                    "Integration `{key}` has no app_link: set it to the GitHub App's public page \
                  (https://github.com/apps/<app name>)"
-            )
-        })?;
+                )
+            },
+        )?;
     let provider = &flow.provider;
     let template_url = provider
         .authorization_url
