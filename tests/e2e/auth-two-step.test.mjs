@@ -77,15 +77,34 @@ renewing-login-api:
     proxy:
         base_url: ${url}/api
     docs: https://example.com/login
+rotating-login-api:
+    display_name: Rotating login API
+    categories: [other]
+    auth_mode: TWO_STEP
+    token_url: ${url}/rotating/login
+    refresh_url: ${url}/rotating/refresh
+    token_params:
+        ClientId: \${credentials.clientId}
+        Secret: \${credentials.secret}
+    refresh_token_params:
+        RefreshToken: \${refresh_token}
+    token_response:
+        token: Token
+        refresh_token: RefreshToken
+    token_expires_in_ms: 2000
+    proxy:
+        base_url: ${url}/api
+    docs: https://example.com/login
 `;
 }
 
 for (const db of databases()) {
     describe(`TWO_STEP credentials on ${db}`, () => {
-        let upstream, gateway, nango, renewing;
+        let upstream, gateway, nango, renewing, rotating;
 
         before(async () => {
             renewing = { calls: 0, longLived: false, refuse: false, delayMs: 0 };
+            rotating = { logins: 0, refreshes: [], live: null, n: 0 };
             upstream = await startUpstream(async (req, res, body) => {
                 const reply = (status, value) => {
                     res.writeHead(status, { 'content-type': 'application/json' });
@@ -110,13 +129,26 @@ for (const db of databases()) {
                     if (renewing.refuse || sent.user !== 'dana' || sent.pass !== 'renew-me-please') return reply(401, { message: 'Password expired' });
                     return reply(200, renewing.longLived ? { token: `renewed-${n}`, expires_in: 3600 } : { token: `renewed-${n}` });
                 }
+                if (req.url === '/rotating/login' || req.url === '/rotating/refresh') {
+                    const sent = JSON.parse(body.toString() || '{}');
+                    if (req.url === '/rotating/login') {
+                        rotating.logins++;
+                        if (sent.ClientId !== 'cid' || sent.Secret !== 'rotating-secret') return reply(401, { message: 'Unknown client' });
+                    } else {
+                        rotating.refreshes.push(sent.RefreshToken);
+                        if (sent.RefreshToken !== rotating.live) return reply(401, { message: 'Unknown refresh token' });
+                    }
+                    const n = ++rotating.n;
+                    rotating.live = `refresh-${n}`;
+                    return reply(200, { Token: `rotated-${n}`, RefreshToken: rotating.live });
+                }
                 return reply(200, { authorization: req.headers.authorization ?? null, url: req.url });
             });
             gateway = await startGateway({
                 db,
                 config:
                     'catalogs: [two-step.yaml]\nintegrations:\n  login:\n    provider: login-api\n  form-login:\n    provider: form-login-api\n' +
-                    '  renewing:\n    provider: renewing-login-api\n',
+                    '  renewing:\n    provider: renewing-login-api\n  rotating:\n    provider: rotating-login-api\n',
                 files: { 'two-step.yaml': catalog(upstream.url) }
             });
             nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url });
@@ -213,6 +245,20 @@ for (const db of databases()) {
             assert.equal(forced.status, 200);
             assert.equal((await forced.json()).credentials.token, 'renewed-4');
             assert.equal((await nango.get({ endpoint: '/me', providerConfigKey: 'renewing', connectionId })).data.authorization, 'Bearer renewed-4');
+        });
+
+        it('renews with refresh_token_params at refresh_url when the entry has them', async () => {
+            const { data } = await nango.createConnectSession({ end_user: { id: 'u-rotate' } });
+            const res = await post('rotating', data.token, { type: 'TWO_STEP', clientId: 'cid', secret: 'rotating-secret' });
+            assert.equal(res.status, 200);
+            const { connectionId } = await res.json();
+            // Each token lives 2 s, inside the refresh margin: every request renews it.
+            for (const expected of ['Bearer rotated-2', 'Bearer rotated-3']) {
+                const proxied = await nango.get({ endpoint: '/me', providerConfigKey: 'rotating', connectionId });
+                assert.equal(proxied.data.authorization, expected);
+            }
+            assert.equal(rotating.logins, 1, 'renewals do not log in again');
+            assert.deepEqual(rotating.refreshes, ['refresh-1', 'refresh-2'], 'each renewal sends the latest refresh token');
         });
     });
 }

@@ -341,7 +341,9 @@ impl Refresher {
                 token::request(&self.http, provider, integration, config, client, grant).await
             }
             Credentials::App { .. } => token::installation_token(&self.http, provider, integration, config).await,
-            Credentials::TwoStep { fields, .. } => Ok(two_step::exchange(&self.http, provider, config, fields).await?),
+            Credentials::TwoStep { fields, refresh_token, .. } => {
+                Ok(two_step::exchange(&self.http, provider, config, fields, refresh_token.as_deref()).await?)
+            }
             other => Err(TokenError::Unsupported {
                 provider: provider.name.clone(),
                 what: format!("refreshing {} credentials", other.mode()),

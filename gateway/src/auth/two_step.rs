@@ -6,7 +6,9 @@
 //! `token_response`.
 //!
 //! Renewal ([`super::refresh`]) repeats the same exchange with the fields stored in the
-//! connection's credentials.
+//! connection's credentials; when the entry has `refresh_token_params` or
+//! `refresh_token_headers` and the connection a refresh token, those go to `refresh_url` (else
+//! `token_url`) instead, with `${refresh_token}` filled in.
 
 use chrono::{Duration, Utc};
 use serde_json::{json, Map, Value};
@@ -38,7 +40,7 @@ pub async fn request(
     connection_config: &Map<String, Value>,
     fields: &Map<String, Value>,
 ) -> Result<Credentials, TwoStepError> {
-    let tokens = exchange(http, provider, connection_config, fields).await?;
+    let tokens = exchange(http, provider, connection_config, fields, None).await?;
     Ok(Credentials::TwoStep {
         token: tokens.access_token,
         refresh_token: tokens.refresh_token,
@@ -48,14 +50,16 @@ pub async fn request(
     })
 }
 
-/// The token exchange itself, for a new connection and for a renewal.
+/// The token exchange itself, for a new connection and for a renewal (which may have a
+/// `refresh_token`).
 pub async fn exchange(
     http: &reqwest::Client,
     provider: &Provider,
     connection_config: &Map<String, Value>,
     fields: &Map<String, Value>,
+    refresh_token: Option<&str>,
 ) -> Result<Tokens, TwoStepError> {
-    let (method, url, headers, body) = prepare(provider, connection_config, fields)?;
+    let (method, url, headers, body) = prepare(provider, connection_config, fields, refresh_token)?;
     let host = url::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
     let mut builder = http.request(method, &url).header(reqwest::header::ACCEPT, "application/json");
     for (name, value) in &headers {
@@ -96,9 +100,17 @@ fn prepare(
     provider: &Provider,
     connection_config: &Map<String, Value>,
     fields: &Map<String, Value>,
+    refresh_token: Option<&str>,
 ) -> Result<Prepared, TwoStepError> {
+    let object = |name: &str| provider.entry.get(name).and_then(Value::as_object);
+    let (refresh_params, refresh_headers) = (object("refresh_token_params"), object("refresh_token_headers"));
+    let refresh_token = refresh_token.filter(|_| refresh_params.is_some() || refresh_headers.is_some());
     let config = Value::Object(connection_config.clone());
-    let entered = Value::Object(fields.clone());
+    let mut entered = fields.clone();
+    if let Some(token) = refresh_token {
+        entered.insert("refresh_token".into(), Value::String(token.to_string()));
+    }
+    let entered = Value::Object(entered);
     let named = json!({ "connectionConfig": config, "connection_config": config, "credentials": entered });
     let layers = Layers(vec![&named, &entered]);
     let scope = Scope::new(&layers);
@@ -108,19 +120,21 @@ fn prepare(
         missing.extend(rendered.missing.iter().cloned());
         rendered.text
     };
-    let url = match &provider.token_url {
-        Some(TokenUrl::One(url)) => render(url),
+    let url = match (&provider.token_url, &provider.refresh_url) {
+        (_, Some(url)) if refresh_token.is_some() => render(url),
+        (Some(TokenUrl::One(url)), _) => render(url),
         _ => return Err(TwoStepError::NoTokenUrl(provider.name.clone())),
     };
-    let params: Vec<(String, Value)> = provider
-        .token_params
+    let empty = Map::new();
+    let (param_templates, header_templates) = match refresh_token {
+        Some(_) => (refresh_params.unwrap_or(&empty), refresh_headers.or(object("token_headers"))),
+        None => (&provider.token_params, object("token_headers")),
+    };
+    let params: Vec<(String, Value)> = param_templates
         .iter()
         .map(|(k, v)| (k.clone(), if let Value::String(s) = v { Value::String(render(s)) } else { v.clone() }))
         .collect();
-    let headers: Vec<(String, String)> = provider
-        .entry
-        .get("token_headers")
-        .and_then(Value::as_object)
+    let headers: Vec<(String, String)> = header_templates
         .into_iter()
         .flatten()
         .map(|(k, v)| (k.to_ascii_lowercase(), render(v.as_str().unwrap_or_default())))
