@@ -27,15 +27,12 @@ pub fn install_url(flow: &Flow, state: &str) -> Result<String, String> {
         .and_then(|d| d.get("connection_config"))
         .and_then(|c| c.get("appPublicLink"))
         .and_then(Value::as_str);
-    let link =
-        flow.integration.credentials.app_link.as_deref().or(from_session).filter(|link| !link.is_empty()).ok_or_else(
-            || {
-                format!(
-                    "Integration `{key}` has no app_link: set it to the GitHub App's public page \
-                 (https://github.com/apps/<app name>)"
-                )
-            },
-        )?;
+    let link = flow.integration.credentials.app_link.as_deref().or(from_session).filter(|link| !link.is_empty());
+    let Some(link) = link else {
+        return Err(format!(
+            "Integration `{key}` has no app_link: set it to the GitHub App's public page (https://github.com/apps/<name>)"
+        ));
+    };
     let provider = &flow.provider;
     let template_url = provider
         .authorization_url
