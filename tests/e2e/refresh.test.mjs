@@ -434,6 +434,7 @@ for (const db of databases()) {
             assert.equal(created.credentials.type, 'APP');
             assert.match(created.credentials.access_token, /^ghs-\d+$/);
             assert.equal(created.connection_config.installation_id, '777');
+            assert.equal(created.connection_config.app_id, '12345');
             const proxied = await fetch(`${gateway.url}/proxy/whoami`, {
                 headers: { authorization: `Bearer ${gateway.secretKey}`, 'provider-config-key': 'appy', 'connection-id': 'install-777' }
             });

@@ -433,7 +433,6 @@ pub async fn import(
                     &["credentials", "app_id"],
                 ));
             }
-            connection_config.insert("installation_id".into(), Value::String(installation_id));
             let provider = config.catalog.get(&integration.provider).ok_or_else(|| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -441,10 +440,14 @@ pub async fn import(
                     "the integration's provider is not in the catalog",
                 )
             })?;
-            app.refresh
-                .app_credentials(provider, &integration, &connection_config)
-                .await
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "connection_test_failed", e.to_string()))?
+            let (credentials, with_installation) =
+                crate::auth::app::credentials(&app, provider, &integration, &connection_config, &installation_id)
+                    .await
+                    .map_err(|(_, message)| {
+                        ApiError::new(StatusCode::BAD_REQUEST, "connection_test_failed", message)
+                    })?;
+            connection_config = with_installation;
+            credentials
         }
     };
     if let Some(provider) = config.catalog.get(&integration.provider) {

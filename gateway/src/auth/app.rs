@@ -69,7 +69,8 @@ pub fn installation_id(query: &Map<String, Value>) -> Result<&str, (&'static str
     Ok(installation_id)
 }
 
-/// The connection config and the first installation token of `installation_id`.
+/// The connection config and the first installation token of `installation_id`, for the install
+/// flow and for an imported installation (`POST /connections`).
 pub async fn credentials(
     app: &App,
     provider: &Provider,

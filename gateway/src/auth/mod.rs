@@ -4,7 +4,7 @@
 //! endpoint call every grant goes through (authorization code, refresh token, client
 //! credentials); [`refresh`] keeps credentials fresh, one refresh per connection across nodes.
 
-mod app;
+pub mod app;
 mod credentials;
 mod flow;
 pub mod oauth1;
