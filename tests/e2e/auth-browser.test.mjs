@@ -1,5 +1,6 @@
 // The unmodified @nangohq/frontend package in a real headless Chromium against Latchkey:
-// `nango.auth()` with its popup and WebSocket through a real OpenID Connect server, and
+// `nango.auth()` with its popup and WebSocket through a real OpenID Connect server and through a
+// GitHub App's install page (a GitHub of our own on loopback), and
 // `nango.openConnectUI()` with Latchkey's own Connect UI, driven by keyboard, with screenshots
 // checked and no console errors.
 import assert from 'node:assert/strict';
@@ -13,13 +14,14 @@ import { Nango } from '@nangohq/node';
 import { verifyingCatalog } from '../support/auth-catalog.mjs';
 import { consentInPopup, launchBrowser, pngSize, startAppPage, watchConsole } from '../support/browser.mjs';
 import { freePort, startGateway } from '../support/gateway.mjs';
+import { APP_FILES, githubAppCatalog, githubAppIntegrations, startGithubApp } from '../support/github-app.mjs';
 import { OIDC_CLIENT, OIDC_USER, startOidcProvider } from '../support/oauth.mjs';
 import { startUpstream } from '../support/upstream.mjs';
 
 const SHOTS = process.env.LATCHKEY_SCREENSHOTS || path.join(os.tmpdir(), 'latchkey-connect-ui');
 
 describe('@nangohq/frontend in Chromium', () => {
-    let oidc, upstream, gateway, nango, app, browser;
+    let oidc, upstream, github, gateway, nango, app, browser;
 
     before(async () => {
         const oidcPort = await freePort();
@@ -36,6 +38,7 @@ describe('@nangohq/frontend in Chromium', () => {
             res.end(JSON.stringify({ ok }));
         });
         const issuer = `http://127.0.0.1:${oidcPort}`;
+        github = await startGithubApp();
         gateway = await startGateway({
             config: `catalogs: [catalog.yaml]
 connect_ui:
@@ -54,10 +57,11 @@ integrations:
     provider: verify-apikey
   login-prod:
     provider: login-two-step
-`,
+${githubAppIntegrations(github.url)}`,
             env: { OIDC_SECRET: OIDC_CLIENT.secret },
             files: {
-                'catalog.yaml': `${verifyingCatalog(upstream.url)}
+                ...APP_FILES,
+                'catalog.yaml': `${verifyingCatalog(upstream.url)}${githubAppCatalog(github.url)}
 local-oidc:
     display_name: Local OIDC
     categories: [other]
@@ -96,6 +100,7 @@ login-two-step:
             }
         });
         oidc = await startOidcProvider({ port: oidcPort, redirectUri: `${gateway.url}/oauth/callback` });
+        github.state.callbackUrl = `${gateway.url}/app-auth/connect`;
         nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url });
         app = await startAppPage();
         browser = await launchBrowser();
@@ -107,6 +112,7 @@ login-two-step:
         await app?.close();
         await gateway?.stop();
         await oidc?.close();
+        await github?.close();
         await upstream?.close();
     });
 
@@ -148,6 +154,39 @@ login-two-step:
         assert.equal(connection.end_user.id, 'browser-user');
         const me = await nango.get({ endpoint: '/me', providerConfigKey: 'oidc', connectionId: result.ok.connectionId });
         assert.equal(me.data.sub, OIDC_USER.login);
+        assert.deepEqual(errors, []);
+        await context.close();
+    });
+
+    it('nango.auth() installs a GitHub App in the popup and the promise resolves', async () => {
+        const token = await sessionToken(['gh-app']);
+        const { context, page, errors } = await openApp();
+        await page.evaluate(
+            ({ host, token }) => {
+                document.getElementById('connect').onclick = () => {
+                    const nango = new window.Nango({ host, connectSessionToken: token });
+                    window.result = nango.auth('gh-app').then(
+                        (ok) => ({ ok }),
+                        (error) => ({ error: { message: error.message, type: error.type } })
+                    );
+                };
+            },
+            { host: gateway.url, token }
+        );
+        const [popup] = await Promise.all([context.waitForEvent('page'), page.click('#connect')]);
+        await popup.waitForSelector('#install', { timeout: 60_000 });
+        assert.equal(await popup.title(), 'Install Latchkey Test');
+        await popup.click('#install');
+        const result = await page.evaluate(() => window.result);
+        assert.ok(result.ok, JSON.stringify(result));
+        assert.equal(result.ok.providerConfigKey, 'gh-app');
+        assert.equal(result.ok.isPending, false);
+
+        const connection = await nango.getConnection('gh-app', result.ok.connectionId);
+        assert.equal(connection.connection_config.installation_id, '777');
+        assert.equal(connection.end_user.id, 'browser-user');
+        const repos = await nango.get({ endpoint: '/repos', providerConfigKey: 'gh-app', connectionId: result.ok.connectionId });
+        assert.equal(repos.data.token, connection.credentials.access_token);
         assert.deepEqual(errors, []);
         await context.close();
     });
@@ -255,6 +294,32 @@ login-two-step:
         assert.equal(done.payload.providerConfigKey, 'oidc');
         const me = await nango.get({ endpoint: '/me', providerConfigKey: 'oidc', connectionId: done.payload.connectionId });
         assert.equal(me.data.sub, OIDC_USER.login);
+        assert.deepEqual(errors, []);
+        await context.close();
+    });
+
+    it('installs a GitHub App from the Connect UI', async () => {
+        const token = await sessionToken(['gh-app']);
+        const { context, page, errors } = await openApp();
+        await page.evaluate(
+            ({ base, api, token }) => {
+                const nango = new window.Nango({ host: api, connectSessionToken: token });
+                window.ui = nango.openConnectUI({ baseURL: base, apiURL: api, onEvent: (e) => window.events.push(e) });
+                window.ui.setSessionToken(token);
+            },
+            { base: `${gateway.url}/connect`, api: gateway.url, token }
+        );
+        const frame = page.frameLocator('#connect-ui');
+        const connect = frame.locator('button[type="submit"]');
+        await connect.waitFor({ timeout: 30_000 });
+        const [popup] = await Promise.all([context.waitForEvent('page'), connect.click()]);
+        await popup.waitForSelector('#install', { timeout: 60_000 });
+        await popup.click('#install');
+        await frame.locator('#finish').waitFor({ timeout: 60_000 });
+        const done = (await page.evaluate(() => window.events)).find((e) => e.type === 'connect');
+        assert.equal(done.payload.providerConfigKey, 'gh-app');
+        const repos = await nango.get({ endpoint: '/repos', providerConfigKey: 'gh-app', connectionId: done.payload.connectionId });
+        assert.match(repos.data.token, /^ghs-\d+$/);
         assert.deepEqual(errors, []);
         await context.close();
     });

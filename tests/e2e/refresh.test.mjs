@@ -64,7 +64,7 @@ async function startTokenServer() {
         const n = ++state.count;
         const accessToken = `at-${n}`;
         state.issued.add(accessToken);
-        const body = { access_token: accessToken, token_type: 'Bearer', expires_in: 3600 };
+        const body = { access_token: accessToken, token_type: 'Bearer', expires_in: 3600, instance: { api_domain: `api-${n}.refreshy.test` }, granted: { region: 'eu' } };
         if (behaviour === 'rotate') {
             state.live.delete(form.refresh_token);
             state.live.add(`rt-${n}`);
@@ -110,6 +110,8 @@ refreshy:
     auth_mode: OAUTH2
     authorization_url: ${tokenUrl}/authorize
     token_url: ${tokenUrl}/token
+    token_response_metadata: [instance.api_domain]
+    refresh_token_response_metadata: [granted.region]
     proxy:
         base_url: ${apiUrl}/api
     docs: https://example.com/refreshy
@@ -288,6 +290,32 @@ for (const db of databases()) {
             assert.ok(Date.parse(r.body.credentials.expires_at) > Date.now() + 50 * 60_000);
         });
 
+        it("copies the refresh response's metadata into the connection config", async () => {
+            tokens.live.add('rt-meta');
+            const res = await gateway.fetch('/connections', {
+                method: 'POST',
+                headers: { 'content-type': 'application/json' },
+                body: JSON.stringify({
+                    provider_config_key: 'refreshy',
+                    connection_id: 'meta',
+                    connection_config: { tenant: 't1', 'instance.api_domain': 'api-old.refreshy.test' },
+                    credentials: { type: 'OAUTH2', access_token: 'expired-token', refresh_token: 'rt-meta', expires_at: new Date(Date.now() - 60_000).toISOString() }
+                })
+            });
+            assert.equal(res.status, 201, await res.text());
+            assert.equal((await proxy(gateway, 'meta')).status, 200);
+            let { body } = await getConnection(gateway, 'meta');
+            const n = body.credentials.access_token.replace('at-', '');
+            assert.equal(body.connection_config['instance.api_domain'], `api-${n}.refreshy.test`, 'token_response_metadata');
+            assert.equal(body.connection_config['granted.region'], 'eu', 'refresh_token_response_metadata');
+            assert.equal(body.connection_config.tenant, 't1', 'the rest of the config is kept');
+
+            ({ body } = await getConnection(gateway, 'meta', '&force_refresh=true'));
+            const m = body.credentials.access_token.replace('at-', '');
+            assert.notEqual(m, n);
+            assert.equal(body.connection_config['instance.api_domain'], `api-${m}.refreshy.test`, 'each refresh brings its own');
+        });
+
         it('a 401 from the provider refreshes once and retries with the new token', async () => {
             await importConnection(gateway, tokens, 'rejected', { refreshToken: 'rt-rejected', accessToken: 'rejected-token', expiresInMs: 2 * 3600_000 });
             const r = await proxy(gateway, 'rejected');
@@ -406,6 +434,7 @@ for (const db of databases()) {
             assert.equal(created.credentials.type, 'APP');
             assert.match(created.credentials.access_token, /^ghs-\d+$/);
             assert.equal(created.connection_config.installation_id, '777');
+            assert.equal(created.connection_config.app_id, '12345');
             const proxied = await fetch(`${gateway.url}/proxy/whoami`, {
                 headers: { authorization: `Bearer ${gateway.secretKey}`, 'provider-config-key': 'appy', 'connection-id': 'install-777' }
             });

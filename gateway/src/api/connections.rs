@@ -452,12 +452,15 @@ pub async fn import(
                     &["credentials", "app_id"],
                 ));
             }
-            connection_config.insert("installation_id".into(), Value::String(installation_id));
             let provider = catalogued()?;
-            app.refresh
-                .app_credentials(provider, &integration, &connection_config)
-                .await
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "connection_test_failed", e.to_string()))?
+            let (credentials, with_installation) =
+                crate::auth::app::credentials(&app, provider, &integration, &connection_config, &installation_id)
+                    .await
+                    .map_err(|(_, message)| {
+                        ApiError::new(StatusCode::BAD_REQUEST, "connection_test_failed", message)
+                    })?;
+            connection_config = with_installation;
+            credentials
         }
         Imported::JwtFields(fields) => {
             let provider = catalogued()?;

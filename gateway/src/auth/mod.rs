@@ -4,6 +4,7 @@
 //! endpoint call every grant goes through (authorization code, refresh token, client
 //! credentials); [`refresh`] keeps credentials fresh, one refresh per connection across nodes.
 
+pub mod app;
 mod credentials;
 mod flow;
 pub mod jwt;
@@ -37,6 +38,7 @@ pub const SUPPORTED_MODES: &[AuthMode] = &[
     AuthMode::Basic,
     AuthMode::TwoStep,
     AuthMode::Jwt,
+    AuthMode::App,
     AuthMode::None,
 ];
 
@@ -96,5 +98,6 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/oauth2/auth/{key}", post(credentials::client_credentials))
         .route("/oauth/connect/{key}", get(oauth2::connect))
         .route("/oauth/callback", get(oauth2::callback))
+        .route("/app-auth/connect", get(oauth2::callback))
         .layer(Extension(Arc::new(AuthState::new())))
 }

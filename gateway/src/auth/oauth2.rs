@@ -2,7 +2,8 @@
 //! the provider with a random single-use `state` (and a PKCE challenge unless the provider turns
 //! PKCE off); `GET /oauth/callback` takes the state back, exchanges the code at the token
 //! endpoint ([`super::token`]), stores the connection and tells the frontend (WebSocket and
-//! popup page). OAuth 1.0a runs through the same two endpoints, its legs in [`super::oauth1`].
+//! popup page). OAuth 1.0a runs through the same two endpoints, its legs in [`super::oauth1`];
+//! so does the GitHub App install ([`super::app`]).
 //!
 //! The code, the verifier and the tokens are never logged; a provider's `error` and
 //! `error_description` reach the user as the provider wrote them.
@@ -10,7 +11,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use base64::Engine as _;
@@ -29,6 +30,8 @@ use crate::api::extract::parse_query;
 use crate::app::App;
 use crate::catalog::template::{self, hex, Layers, Scope};
 use crate::catalog::{AuthMode, Provider};
+use crate::connection::Credentials;
+use crate::integration::Integration;
 use crate::store::{Db, KeyRing, Sealed, StoreError};
 use crate::time::now_millis;
 use crate::with_pool;
@@ -50,6 +53,23 @@ struct Pending {
     /// OAuth 1: the request token and its secret, until the access-token step.
     #[serde(default)]
     oauth1_request: Option<(String, String)>,
+}
+
+impl Pending {
+    /// The flow's part of a pending flow; what only some modes need is left empty.
+    fn new(flow: &Flow, query: &FlowQuery, redirect_uri: String) -> Pending {
+        Pending {
+            provider_config_key: flow.integration.unique_key.clone(),
+            connection_id: flow.connection_id.clone(),
+            code_verifier: None,
+            redirect_uri,
+            connection_config: flow.connection_config.clone(),
+            session: flow.session.clone(),
+            ws_client_id: query.ws_client_id.clone(),
+            client_override: None,
+            oauth1_request: None,
+        }
+    }
 }
 
 /// The end user's own OAuth client, kept in the credentials as `config_override`.
@@ -144,7 +164,7 @@ pub async fn connect(
     query: FlowQuery,
 ) -> Response {
     let ws = query.ws_client_id.as_deref();
-    let flow = match begin(&app, &key, &query, &[AuthMode::OAuth2, AuthMode::OAuth1]).await {
+    let flow = match begin(&app, &key, &query, &[AuthMode::OAuth2, AuthMode::OAuth1, AuthMode::App]).await {
         Ok(flow) => flow,
         // Authentication and session errors answer in JSON, as Nango's do.
         Err(e) => {
@@ -154,6 +174,17 @@ pub async fn connect(
     };
     if let Err(e) = flow.check_connection_config() {
         return fail(&app, &auth, ws, &key, e.code, &e.message).await;
+    }
+    if flow.provider.auth_mode == Some(AuthMode::App) {
+        // No OAuth client: the user installs the app, whose own key mints the tokens.
+        let state = random_secret();
+        return match super::app::install_url(&flow, &state) {
+            Ok(url) => {
+                let pending = Pending::new(&flow, &query, format!("{}/app-auth/connect", app.server_url));
+                redirect(&app, &auth, &flow, &state, &pending, url).await
+            }
+            Err(message) => fail(&app, &auth, ws, &key, "provider_config_err", &message).await,
+        };
     }
     let client_override = match (
         query.credentials.get("oauth_client_id_override").and_then(Value::as_str),
@@ -202,23 +233,20 @@ pub async fn connect(
             Err(message) => return fail(&app, &auth, ws, &key, "provider_config_err", &message).await,
         }
     };
-    let pending = Pending {
-        provider_config_key: key.clone(),
-        connection_id: flow.connection_id.clone(),
-        code_verifier,
-        redirect_uri,
-        connection_config: flow.connection_config.clone(),
-        session: flow.session.clone(),
-        ws_client_id: query.ws_client_id.clone(),
-        client_override,
-        oauth1_request,
-    };
-    if let Err(e) = store_pending(&app.store.db, &app.store.keys, &state, &pending).await {
+    let pending =
+        Pending { code_verifier, client_override, oauth1_request, ..Pending::new(&flow, &query, redirect_uri) };
+    redirect(&app, &auth, &flow, &state, &pending, url).await
+}
+
+/// Remembers the flow under its state and sends the popup to the provider.
+async fn redirect(app: &App, auth: &AuthState, flow: &Flow, state: &str, pending: &Pending, url: String) -> Response {
+    let key = &pending.provider_config_key;
+    if let Err(e) = store_pending(&app.store.db, &app.store.keys, state, pending).await {
         tracing::error!("cannot store an OAuth flow: {e}");
-        return fail(&app, &auth, ws, &key, "server_error", "The gateway could not store the authorization request")
-            .await;
+        let ws = pending.ws_client_id.as_deref();
+        return fail(app, auth, ws, key, "server_error", "The gateway could not store the authorization request").await;
     }
-    tracing::info!(provider_config_key = %key, provider = %flow.provider.name, "OAuth authorization started");
+    tracing::info!(provider_config_key = %key, provider = %flow.provider.name, "authorization started");
     (StatusCode::FOUND, [(header::LOCATION, url), (header::CACHE_CONTROL, "no-store".to_string())]).into_response()
 }
 
@@ -315,15 +343,19 @@ fn authorization_url(
     Ok(text)
 }
 
-/// `GET /oauth/callback`.
+/// `GET /oauth/callback`, and `GET /app-auth/connect` where GitHub returns from an app install.
 pub async fn callback(
     State(app): State<Arc<App>>,
     Extension(auth): Extension<Arc<AuthState>>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let query = parse_query(raw.as_deref().unwrap_or_default());
     let text = |name: &str| query.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
     let Some(state) = text("state") else {
+        if text("installation_id").is_some() && text("setup_action").is_some() {
+            return installation_changed(&headers);
+        }
         return page::error("invalid_state", "The provider's answer has no state; start the connection again");
     };
     let pending = match take_pending(&app.store.db, &app.store.keys, state).await {
@@ -369,6 +401,20 @@ pub async fn callback(
     }
 }
 
+/// GitHub's return after someone changed an installation on GitHub itself, outside any flow:
+/// back to where they came from, as Nango does; nothing changes here.
+fn installation_changed(headers: &HeaderMap) -> Response {
+    let back = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| url::Url::parse(v).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    match back {
+        Some(url) => (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response(),
+        None => page::success(),
+    }
+}
+
 /// Exchanges the code and stores the connection.
 async fn exchange(
     app: &App,
@@ -387,17 +433,14 @@ async fn exchange(
     if let Some((request_token, request_secret)) = &pending.oauth1_request {
         let credentials =
             oauth1_access(auth, &provider, &integration, pending, query, request_token, request_secret).await?;
-        let flow = Flow {
-            session: pending.session.clone(),
-            integration,
-            provider,
-            connection_id: pending.connection_id.clone(),
-            connection_config: Map::new(),
-        };
-        flow.finish(app, credentials, pending.connection_config.clone())
-            .await
-            .map_err(|e| ("server_error", e.message))?;
-        return Ok(());
+        let config = pending.connection_config.clone();
+        return store(app, pending, integration, provider, credentials, config).await;
+    }
+    if provider.auth_mode == Some(AuthMode::App) {
+        let installation_id = super::app::installation_id(query)?;
+        let (credentials, config) =
+            super::app::credentials(app, &provider, &integration, &pending.connection_config, installation_id).await?;
+        return store(app, pending, integration, provider, credentials, config).await;
     }
     let code_param =
         provider.entry.get("authorization_code_param_in_callback").and_then(Value::as_str).unwrap_or("code");
@@ -427,6 +470,18 @@ async fn exchange(
     }
     let config_override =
         pending.client_override.as_ref().map(|o| json!({ "client_id": o.client_id, "client_secret": o.client_secret }));
+    store(app, pending, integration, provider, tokens.into_credentials(config_override), connection_config).await
+}
+
+/// Stores the connection a flow ends with, for the session that started it.
+async fn store(
+    app: &App,
+    pending: &Pending,
+    integration: Arc<Integration>,
+    provider: Arc<Provider>,
+    credentials: Credentials,
+    connection_config: Map<String, Value>,
+) -> Result<(), (&'static str, String)> {
     let flow = Flow {
         session: pending.session.clone(),
         integration,
@@ -434,9 +489,7 @@ async fn exchange(
         connection_id: pending.connection_id.clone(),
         connection_config: Map::new(),
     };
-    flow.finish(app, tokens.into_credentials(config_override), connection_config)
-        .await
-        .map_err(|e| ("server_error", e.message))?;
+    flow.finish(app, credentials, connection_config).await.map_err(|e| ("server_error", e.message))?;
     Ok(())
 }
 
@@ -444,12 +497,12 @@ async fn exchange(
 async fn oauth1_access(
     auth: &AuthState,
     provider: &Provider,
-    integration: &crate::integration::Integration,
+    integration: &Integration,
     pending: &Pending,
     query: &Map<String, Value>,
     request_token: &str,
     request_secret: &str,
-) -> Result<crate::connection::Credentials, (&'static str, String)> {
+) -> Result<Credentials, (&'static str, String)> {
     let text = |name: &str| query.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
     if text("oauth_token") != Some(request_token) {
         return Err(("callback_err", "The provider's answer is for another request token".to_string()));
@@ -468,11 +521,7 @@ async fn oauth1_access(
     let pair = super::oauth1::finish(&auth.http, provider, consumer, (request_token, request_secret), verifier)
         .await
         .map_err(|e| ("access_token_err", e.to_string()))?;
-    Ok(crate::connection::Credentials::OAuth1 {
-        oauth_token: pair.token,
-        oauth_token_secret: pair.secret,
-        raw: Value::Object(pair.raw),
-    })
+    Ok(Credentials::OAuth1 { oauth_token: pair.token, oauth_token_secret: pair.secret, raw: Value::Object(pair.raw) })
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Token refresh: credentials are renewed before they are used when they expire within the
 //! margin (15 minutes unless the integration or the provider says otherwise), on demand after a
 //! provider rejected them ([`Refresher::force`]), and in the background for connections nearing
-//! expiry.
+//! expiry. What can be renewed without the user: OAuth 2 tokens with a refresh token, client
+//! credentials, GitHub App installation tokens, and TWO_STEP tokens (the exchange repeated with
+//! the stored fields).
 //!
 //! One refresh per connection across all nodes: in a process, callers queue on a per-connection
 //! lock; across nodes, the holder also takes a PostgreSQL advisory lock on a connection of its
@@ -11,7 +13,8 @@
 //! runs in its own task, so a caller that goes away cannot cut a refresh off between the
 //! provider rotating the refresh token and the new one being stored.
 //!
-//! New credentials are merged into the old (a refresh token is kept unless a new one came). A
+//! New credentials are merged into the old (a refresh token is kept unless a new one came), and
+//! the response's metadata into the connection config. A
 //! failure is stored on the connection (the provider's error, the attempts, the next attempt
 //! time, backing off) and reported by Nango's `auth` webhook (`operation: refresh`,
 //! `success: false`) once per failure streak; the success that ends a streak sends the same
@@ -24,11 +27,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use http::StatusCode;
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
 
 use super::token::{self, Client, Grant, TokenError};
+use super::two_step;
 use crate::app::App;
 use crate::catalog::Provider;
 use crate::connection::{Connection, Credentials};
@@ -255,8 +259,9 @@ impl Refresher {
         let auth_mode = provider.auth_mode.map(|m| m.as_str()).unwrap_or(current.credentials.mode());
         match self.call(integration, provider, &current).await {
             Ok(tokens) => {
+                let config = refreshed_config(&current, &tokens.metadata);
                 let credentials = tokens.merge_into(&current.credentials);
-                if !self.store.connections.replace_credentials(&key.0, &key.1, &credentials).await? {
+                if !self.store.connections.replace_credentials(&key.0, &key.1, &credentials, config.as_ref()).await? {
                     return Err(RefreshError::Gone(key.1.clone()));
                 }
                 state::succeeded(&self.store.db, key).await?;
@@ -348,6 +353,9 @@ impl Refresher {
                     metadata: serde_json::Map::new(),
                 })
             }
+            Credentials::TwoStep { fields, refresh_token, .. } => {
+                Ok(two_step::exchange(&self.http, provider, config, fields, refresh_token.as_deref()).await?)
+            }
             other => Err(TokenError::Unsupported {
                 provider: provider.name.clone(),
                 what: format!("refreshing {} credentials", other.mode()),
@@ -381,7 +389,17 @@ fn refreshable(connection: &Connection) -> bool {
             | Credentials::OAuth2Cc { .. }
             | Credentials::App { .. }
             | Credentials::Jwt { .. }
+            | Credentials::TwoStep { .. }
     )
+}
+
+/// The connection config with what a refresh's response adds to it, when it adds anything.
+fn refreshed_config(connection: &Connection, metadata: &Map<String, Value>) -> Option<Map<String, Value>> {
+    (!metadata.is_empty()).then(|| {
+        let mut config = connection.connection_config.clone();
+        config.extend(metadata.clone());
+        config
+    })
 }
 
 /// The refresh margin: the integration's, else the provider's, else 15 minutes. For tokens

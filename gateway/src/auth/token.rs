@@ -61,8 +61,9 @@ pub struct Tokens {
     pub token_type: Option<String>,
     /// The whole response, as Nango keeps it in `credentials.raw`.
     pub raw: Value,
-    /// The provider's `token_response_metadata` values, keyed by their dotted path, for the
-    /// connection's `connection_config`.
+    /// The provider's `token_response_metadata` values (and, after a refresh,
+    /// `refresh_token_response_metadata`), keyed by their dotted path, for the connection's
+    /// `connection_config`.
     pub metadata: Map<String, Value>,
 }
 
@@ -89,8 +90,8 @@ impl Tokens {
     }
 
     /// The credentials after a refresh of `previous`: the new token, the previous refresh token
-    /// when the provider sent none (a rotating refresh token replaces it), the client override
-    /// and client credentials carried over.
+    /// when the provider sent none (a rotating refresh token replaces it), the client override,
+    /// client credentials and a TWO_STEP user's fields carried over.
     pub fn merge_into(self, previous: &Credentials) -> Credentials {
         match previous {
             Credentials::OAuth2Cc { client_id, client_secret, client_certificate, client_private_key, .. } => {
@@ -117,6 +118,13 @@ impl Tokens {
             Credentials::Jwt { fields, .. } => {
                 Credentials::Jwt { token: self.access_token, expires_at: self.expires_at, fields: fields.clone() }
             }
+            Credentials::TwoStep { refresh_token, fields, .. } => Credentials::TwoStep {
+                token: self.access_token,
+                refresh_token: self.refresh_token.or_else(|| refresh_token.clone()),
+                expires_at: self.expires_at,
+                raw: self.raw,
+                fields: fields.clone(),
+            },
             _ => self.into_credentials(None),
         }
     }
@@ -266,6 +274,12 @@ pub async fn installation_token(
         None => None,
     };
     Ok(Tokens { access_token, refresh_token: None, expires_at, token_type: None, raw, metadata: Map::new() })
+}
+
+/// Whether the integration has what installation tokens need (an app id and a usable RSA
+/// key), checked before a user is sent to install the app.
+pub fn check_app_key(integration: &Integration) -> Result<(), TokenError> {
+    app_jwt(integration, Utc::now()).map(|_| ())
 }
 
 /// The app's JWT. The key is PEM, or base64 of PEM as Nango stores it.
@@ -562,9 +576,14 @@ fn parse(
         return Err(TokenError::Malformed("the response has no access_token".into()));
     };
     let expires_at = expiry(provider, &context, now)?;
+    let refresh_only = match grant {
+        Grant::RefreshToken { .. } => provider.refresh_token_response_metadata.as_slice(),
+        _ => &[],
+    };
     let metadata = provider
         .token_response_metadata
         .iter()
+        .chain(refresh_only)
         .filter_map(|path| match lookup(&raw, path) {
             Some(v @ (Value::String(_) | Value::Bool(_))) => Some((path.clone(), v.clone())),
             _ => None,

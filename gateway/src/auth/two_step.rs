@@ -4,10 +4,16 @@
 //! `${connectionConfig.*}`, JSON unless `body_format: form`, POST unless
 //! `token_request_method: GET`; the token, refresh token and expiry are read at the dot paths of
 //! `token_response`.
+//!
+//! Renewal ([`super::refresh`]) repeats the same exchange with the fields stored in the
+//! connection's credentials; when the entry has `refresh_token_params` or
+//! `refresh_token_headers` and the connection a refresh token, those go to `refresh_url` (else
+//! `token_url`) instead, with `${refresh_token}` filled in.
 
 use chrono::{Duration, Utc};
 use serde_json::{json, Map, Value};
 
+use super::token::{TokenError, Tokens};
 use crate::catalog::template::{self, walk, Layers, Scope};
 use crate::catalog::{Provider, TokenUrl};
 use crate::connection::Credentials;
@@ -26,14 +32,34 @@ pub enum TwoStepError {
     NoToken(String),
 }
 
-/// Asks the provider for a token with the end user's `fields`.
+/// Asks the provider for a token with the end user's `fields`: the credentials of a new
+/// connection.
 pub async fn request(
     http: &reqwest::Client,
     provider: &Provider,
     connection_config: &Map<String, Value>,
     fields: &Map<String, Value>,
 ) -> Result<Credentials, TwoStepError> {
-    let (method, url, headers, body) = prepare(provider, connection_config, fields)?;
+    let tokens = exchange(http, provider, connection_config, fields, None).await?;
+    Ok(Credentials::TwoStep {
+        token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        expires_at: tokens.expires_at,
+        raw: tokens.raw,
+        fields: fields.clone(),
+    })
+}
+
+/// The token exchange itself, for a new connection and for a renewal (which may have a
+/// `refresh_token`).
+pub async fn exchange(
+    http: &reqwest::Client,
+    provider: &Provider,
+    connection_config: &Map<String, Value>,
+    fields: &Map<String, Value>,
+    refresh_token: Option<&str>,
+) -> Result<Tokens, TwoStepError> {
+    let (method, url, headers, body) = prepare(provider, connection_config, fields, refresh_token)?;
     let host = url::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
     let mut builder = http.request(method, &url).header(reqwest::header::ACCEPT, "application/json");
     for (name, value) in &headers {
@@ -57,7 +83,7 @@ pub async fn request(
         return Err(TwoStepError::Refused { status, detail: refusal(&text) });
     }
     let raw: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    parse(provider, raw, fields.clone())
+    parse(provider, raw)
 }
 
 /// What the provider said when refusing: its `error`/`message` fields, else the start of the text.
@@ -74,9 +100,17 @@ fn prepare(
     provider: &Provider,
     connection_config: &Map<String, Value>,
     fields: &Map<String, Value>,
+    refresh_token: Option<&str>,
 ) -> Result<Prepared, TwoStepError> {
+    let object = |name: &str| provider.entry.get(name).and_then(Value::as_object);
+    let (refresh_params, refresh_headers) = (object("refresh_token_params"), object("refresh_token_headers"));
+    let refresh_token = refresh_token.filter(|_| refresh_params.is_some() || refresh_headers.is_some());
     let config = Value::Object(connection_config.clone());
-    let entered = Value::Object(fields.clone());
+    let mut entered = fields.clone();
+    if let Some(token) = refresh_token {
+        entered.insert("refresh_token".into(), Value::String(token.to_string()));
+    }
+    let entered = Value::Object(entered);
     let named = json!({ "connectionConfig": config, "connection_config": config, "credentials": entered });
     let layers = Layers(vec![&named, &entered]);
     let scope = Scope::new(&layers);
@@ -86,19 +120,21 @@ fn prepare(
         missing.extend(rendered.missing.iter().cloned());
         rendered.text
     };
-    let url = match &provider.token_url {
-        Some(TokenUrl::One(url)) => render(url),
+    let url = match (&provider.token_url, &provider.refresh_url) {
+        (_, Some(url)) if refresh_token.is_some() => render(url),
+        (Some(TokenUrl::One(url)), _) => render(url),
         _ => return Err(TwoStepError::NoTokenUrl(provider.name.clone())),
     };
-    let params: Vec<(String, Value)> = provider
-        .token_params
+    let empty = Map::new();
+    let (param_templates, header_templates) = match refresh_token {
+        Some(_) => (refresh_params.unwrap_or(&empty), refresh_headers.or(object("token_headers"))),
+        None => (&provider.token_params, object("token_headers")),
+    };
+    let params: Vec<(String, Value)> = param_templates
         .iter()
         .map(|(k, v)| (k.clone(), if let Value::String(s) = v { Value::String(render(s)) } else { v.clone() }))
         .collect();
-    let headers: Vec<(String, String)> = provider
-        .entry
-        .get("token_headers")
-        .and_then(Value::as_object)
+    let headers: Vec<(String, String)> = header_templates
         .into_iter()
         .flatten()
         .map(|(k, v)| (k.to_ascii_lowercase(), render(v.as_str().unwrap_or_default())))
@@ -126,7 +162,7 @@ fn prepare(
     Ok((reqwest::Method::POST, url, headers, Some(body)))
 }
 
-fn parse(provider: &Provider, raw: Value, fields: Map<String, Value>) -> Result<Credentials, TwoStepError> {
+fn parse(provider: &Provider, raw: Value) -> Result<Tokens, TwoStepError> {
     let spec = provider.entry.get("token_response").cloned().unwrap_or(Value::Null);
     let at = |key: &str| -> Option<&Value> {
         let path = spec.get(key)?.as_str()?;
@@ -153,5 +189,20 @@ fn parse(provider: &Provider, raw: Value, fields: Map<String, Value>) -> Result<
             .and_then(Value::as_i64)
             .map(|ms| Utc::now() + Duration::milliseconds(ms)),
     };
-    Ok(Credentials::TwoStep { token, refresh_token, expires_at, raw, fields })
+    Ok(Tokens { access_token: token, refresh_token, expires_at, token_type: None, raw, metadata: Map::new() })
+}
+
+/// A renewal's failure in the terms of every other token request.
+impl From<TwoStepError> for TokenError {
+    fn from(e: TwoStepError) -> TokenError {
+        match e {
+            TwoStepError::NoTokenUrl(provider) => TokenError::NoTokenUrl(provider),
+            TwoStepError::Missing { provider, missing } => {
+                TokenError::MissingConfig { provider, place: "token request".into(), missing }
+            }
+            TwoStepError::Network { host, reason } => TokenError::Network { host, reason },
+            TwoStepError::Refused { status, detail } => TokenError::Status { status, excerpt: detail },
+            TwoStepError::NoToken(path) => TokenError::Malformed(format!("the response has no token at `{path}`")),
+        }
+    }
 }

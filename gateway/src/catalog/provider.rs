@@ -212,6 +212,9 @@ pub struct Provider {
     pub refresh_margin_seconds: Option<u64>,
     #[serde(default)]
     pub token_response_metadata: Vec<String>,
+    /// More paths copied into `connection_config` from a refresh's response only.
+    #[serde(default)]
+    pub refresh_token_response_metadata: Vec<String>,
     #[serde(default)]
     pub redirect_uri_metadata: Vec<String>,
     #[serde(default)]
@@ -260,6 +263,7 @@ impl Provider {
         let metadata = self
             .token_response_metadata
             .iter()
+            .chain(&self.refresh_token_response_metadata)
             .chain(&self.redirect_uri_metadata)
             .chain(&self.connection_configuration)
             .map(String::as_str);

@@ -253,18 +253,21 @@ impl Connections {
         Ok((connection, upserted))
     }
 
-    /// Replaces the credentials of a connection (after a refresh); `false` when it is gone.
+    /// Replaces the credentials of a connection (after a refresh), and its connection config
+    /// when one is given; `false` when it is gone.
     pub async fn replace_credentials(
         &self,
         provider_config_key: &str,
         connection_id: &str,
         credentials: &Credentials,
+        connection_config: Option<&Map<String, Value>>,
     ) -> Result<bool, StoreError> {
         let sealed = self.seal(credentials)?;
+        let config = connection_config.map(|c| Value::Object(c.clone()).to_string());
         let updated = with_pool!(&self.db, pool => {
             sqlx::query(
                 "UPDATE connections SET credentials = $3, credentials_nonce = $4, credentials_key_id = $5,
-                    credentials_expires_at = $6, updated_at = $7
+                    credentials_expires_at = $6, updated_at = $7, connection_config = COALESCE($8, connection_config)
                  WHERE provider_config_key = $1 AND connection_id = $2",
             )
             .bind(provider_config_key)
@@ -274,6 +277,7 @@ impl Connections {
             .bind(&sealed.key_id)
             .bind(credentials.expires_at().map(|t| t.timestamp_millis()))
             .bind(now_millis())
+            .bind(&config)
             .execute(pool)
             .await?
             .rows_affected()

@@ -188,7 +188,7 @@
             credentialFields.push(['client_id', { title: 'Client ID', ...c.client_id }, false]);
             credentialFields.push(['client_secret', { title: 'Client secret', ...c.client_secret }, true]);
         }
-        const supported = ['API_KEY', 'BASIC', 'TWO_STEP', 'JWT', 'OAUTH2_CC', 'OAUTH2', 'OAUTH1', 'NONE'].includes(mode);
+        const supported = ['API_KEY', 'BASIC', 'TWO_STEP', 'JWT', 'OAUTH2_CC', 'OAUTH2', 'OAUTH1', 'APP', 'NONE'].includes(mode);
         const configFields = fieldsOf(provider.connection_config, defaults.connection_config);
         const formError = el('p', { class: 'error', role: 'alert', id: 'form-error', hidden: true });
         const submit = el('button', { type: 'submit', class: 'primary', disabled: !supported }, 'Connect');
@@ -241,7 +241,7 @@
         submit.textContent = 'Connecting…';
         try {
             let result;
-            if (provider.auth_mode === 'OAUTH2' || provider.auth_mode === 'OAUTH1') {
+            if (['OAUTH2', 'OAUTH1', 'APP'].includes(provider.auth_mode)) {
                 result = await popup(`${apiURL}/oauth/connect/${key}`, params, integration.unique_key);
             } else {
                 const path = {

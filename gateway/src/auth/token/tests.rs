@@ -203,6 +203,19 @@ fn responses_become_tokens() {
 }
 
 #[test]
+fn refresh_metadata_is_read_from_refreshes_only() {
+    let p = provider(base(json!({
+        "token_response_metadata": ["instance_url"],
+        "refresh_token_response_metadata": ["region"],
+    })));
+    let body = json!({ "access_token": "at", "instance_url": "https://x", "region": "eu" }).to_string();
+    let parsed = |grant: &Grant<'_>| parse(&p, grant, 200, None, body.as_bytes(), now()).unwrap().metadata;
+    assert_eq!(parsed(&CODE), json!({ "instance_url": "https://x" }).as_object().unwrap().clone());
+    let refresh = Grant::RefreshToken { refresh_token: "rt" };
+    assert_eq!(parsed(&refresh), json!({ "instance_url": "https://x", "region": "eu" }).as_object().unwrap().clone());
+}
+
+#[test]
 fn refusals_and_garbage_are_reported_verbatim_and_classified() {
     let p = provider(base(json!({})));
     let e = parse_json(&p, 400, json!({ "error": "invalid_grant", "error_description": "Token has been revoked." }))
