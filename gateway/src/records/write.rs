@@ -14,32 +14,53 @@ use crate::store::{BeginWrite, Db};
 const SQLITE_ROWS_PER_STATEMENT: usize = 2_000;
 
 /// Creates the dataset on first write and locks its row until the transaction ends; evaluates
-/// to its last sequence number. A macro rather than a generic function: the executor bounds of
+/// to its [`Head`] as of `now`. A macro rather than a generic function: the executor bounds of
 /// a generic one make every caller's future lose `Send`.
 macro_rules! lock_dataset {
-    ($tx:expr, $dataset:expr) => {
+    ($tx:expr, $dataset:expr, $now:expr) => {
         // An upsert that changes nothing still takes the row lock (and SQLite's write lock) at once.
-        sqlx::query_scalar::<_, i64>(
-            "INSERT INTO record_datasets (connection, model, last_seq) VALUES ($1, $2, 0)
+        sqlx::query_as::<_, (i64, i64)>(
+            "INSERT INTO record_datasets (connection, model, last_seq, last_modified_at) VALUES ($1, $2, 0, 0)
              ON CONFLICT (connection, model) DO UPDATE SET last_seq = record_datasets.last_seq
-             RETURNING last_seq",
+             RETURNING last_seq, last_modified_at",
         )
         .bind($dataset.connection)
         .bind($dataset.model.as_str())
         .fetch_one(&mut *$tx)
         .await
+        .map(|(last_seq, last_modified_at)| Head { last_seq, now: last_modified_at.max($now) })
     };
 }
 
-macro_rules! set_last_seq {
-    ($tx:expr, $dataset:expr, $last_seq:expr) => {
-        sqlx::query("UPDATE record_datasets SET last_seq = $1 WHERE connection = $2 AND model = $3")
-            .bind($last_seq)
-            .bind($dataset.connection)
-            .bind($dataset.model.as_str())
-            .execute(&mut *$tx)
-            .await
+macro_rules! set_head {
+    ($tx:expr, $dataset:expr, $head:expr) => {
+        sqlx::query(
+            "UPDATE record_datasets SET last_seq = $1, last_modified_at = $2 WHERE connection = $3 AND model = $4",
+        )
+        .bind($head.last_seq)
+        .bind($head.now)
+        .bind($dataset.connection)
+        .bind($dataset.model.as_str())
+        .execute(&mut *$tx)
+        .await
     };
+}
+
+/// Where a locked dataset stands: its last sequence number, and the time a write stamps on the
+/// records it changes. That time never goes back along `seq` (a clock behind the dataset's last
+/// write, on this node or another, is taken as equal to it), which lets `modified_after` start
+/// a page at one `seq` instead of scanning the dataset.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    last_seq: i64,
+    now: i64,
+}
+
+impl Head {
+    /// The head once `changes` more sequence numbers are taken.
+    fn after(self, changes: usize) -> Head {
+        Head { last_seq: self.last_seq + changes as i64, ..self }
+    }
 }
 
 /// What one write did.
@@ -123,7 +144,7 @@ impl Records {
     pub async fn delete_unseen(&self, dataset: &Dataset, run: i64, now: i64) -> Result<u64, RecordsError> {
         let deleted = crate::with_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
-            let last_seq = lock_dataset!(tx, dataset)?;
+            let head = lock_dataset!(tx, dataset, now)?;
             let done = sqlx::query(
                 "WITH doomed AS (
                      SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM records
@@ -136,12 +157,12 @@ impl Records {
             .bind(dataset.connection)
             .bind(&dataset.model)
             .bind(run)
-            .bind(now)
-            .bind(last_seq)
+            .bind(head.now)
+            .bind(head.last_seq)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            set_last_seq!(tx, dataset, last_seq + done as i64)?;
+            set_head!(tx, dataset, head.after(done as usize))?;
             tx.commit().await?;
             done
         });
@@ -164,10 +185,10 @@ impl Records {
         match &self.db {
             Db::Postgres(pool) => {
                 let mut tx = pool.begin_write().await?;
-                let last_seq = lock_dataset!(tx, dataset)?;
+                let head = lock_dataset!(tx, dataset, now)?;
                 let existing = pg_existing(&mut tx, dataset, &ids, with_data).await?;
-                let (changes, unchanged, summary) = classify(incoming, &existing, mode, last_seq, now)?;
-                pg_upsert(&mut tx, dataset, &changes, run, now).await?;
+                let (changes, unchanged, summary) = classify(incoming, &existing, mode, head)?;
+                pg_upsert(&mut tx, dataset, &changes, run, head.now).await?;
                 if run > 0 && !unchanged.is_empty() {
                     sqlx::query(
                         "UPDATE records SET seen_run = $3
@@ -180,16 +201,16 @@ impl Records {
                     .execute(&mut *tx)
                     .await?;
                 }
-                set_last_seq!(tx, dataset, last_seq + changes.len() as i64)?;
+                set_head!(tx, dataset, head.after(changes.len()))?;
                 tx.commit().await?;
                 Ok(summary)
             }
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
-                let last_seq = lock_dataset!(tx, dataset)?;
+                let head = lock_dataset!(tx, dataset, now)?;
                 let existing = sqlite_existing(&mut tx, dataset, &ids, with_data).await?;
-                let (changes, unchanged, summary) = classify(incoming, &existing, mode, last_seq, now)?;
-                sqlite_upsert(&mut tx, dataset, &changes, run, now).await?;
+                let (changes, unchanged, summary) = classify(incoming, &existing, mode, head)?;
+                sqlite_upsert(&mut tx, dataset, &changes, run, head.now).await?;
                 if run > 0 {
                     for chunk in unchanged.chunks(SQLITE_ROWS_PER_STATEMENT) {
                         let mut q = QueryBuilder::<Sqlite>::new("UPDATE records SET seen_run = ");
@@ -203,7 +224,7 @@ impl Records {
                         q.build().execute(&mut *tx).await?;
                     }
                 }
-                set_last_seq!(tx, dataset, last_seq + changes.len() as i64)?;
+                set_head!(tx, dataset, head.after(changes.len()))?;
                 tx.commit().await?;
                 Ok(summary)
             }
@@ -227,13 +248,12 @@ fn incoming(dataset: &Dataset, records: Vec<Value>) -> Result<Vec<Incoming>, Rec
     Ok(out)
 }
 
-/// Decides what each incoming record does and numbers the changes from `last_seq + 1`.
+/// Decides what each incoming record does and numbers the changes after the dataset's head.
 fn classify(
     incoming: Vec<Incoming>,
     existing: &HashMap<String, Existing>,
     mode: Mode,
-    last_seq: i64,
-    now: i64,
+    head: Head,
 ) -> Result<(Vec<Change>, Vec<String>, Summary), RecordsError> {
     let mut changes = Vec::with_capacity(incoming.len());
     let mut unchanged = Vec::new();
@@ -251,7 +271,7 @@ fn classify(
             }
             Mode::Delete => {
                 let Some(stored) = live else { continue };
-                (stored.data.clone().unwrap_or_else(|| "{}".into()), Action::Deleted, Some(now))
+                (stored.data.clone().unwrap_or_else(|| "{}".into()), Action::Deleted, Some(head.now))
             }
         };
         let hash = content_hash(&data);
@@ -270,7 +290,7 @@ fn classify(
             Action::Updated => summary.updated += 1,
             Action::Deleted => summary.deleted += 1,
         }
-        let seq = last_seq + changes.len() as i64 + 1;
+        let seq = head.last_seq + changes.len() as i64 + 1;
         changes.push(Change { external_id, data, hash, seq, deleted_at, action });
     }
     Ok((changes, unchanged, summary))
