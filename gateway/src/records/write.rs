@@ -95,6 +95,8 @@ struct Incoming {
 }
 
 struct Existing {
+    /// The row's primary key.
+    id: i64,
     hash: String,
     deleted: bool,
     data: Option<String>,
@@ -190,16 +192,11 @@ impl Records {
                 let (changes, unchanged, summary) = classify(incoming, &existing, mode, head)?;
                 pg_upsert(&mut tx, dataset, &changes, run, head.now).await?;
                 if run > 0 && !unchanged.is_empty() {
-                    sqlx::query(
-                        "UPDATE records SET seen_run = $3
-                         WHERE connection = $1 AND model = $2 AND external_id = ANY($4)",
-                    )
-                    .bind(dataset.connection)
-                    .bind(&dataset.model)
-                    .bind(run)
-                    .bind(&unchanged)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query("UPDATE records SET seen_run = $1 WHERE id = ANY($2)")
+                        .bind(run)
+                        .bind(&unchanged)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 set_head!(tx, dataset, head.after(changes.len()))?;
                 tx.commit().await?;
@@ -214,11 +211,10 @@ impl Records {
                 if run > 0 {
                     for chunk in unchanged.chunks(SQLITE_ROWS_PER_STATEMENT) {
                         let mut q = QueryBuilder::<Sqlite>::new("UPDATE records SET seen_run = ");
-                        q.push_bind(run).push(" WHERE connection = ").push_bind(dataset.connection);
-                        q.push(" AND model = ").push_bind(&dataset.model).push(" AND external_id IN (");
+                        q.push_bind(run).push(" WHERE id IN (");
                         let mut list = q.separated(", ");
                         for id in chunk {
-                            list.push_bind(id);
+                            list.push_bind(*id);
                         }
                         q.push(")");
                         q.build().execute(&mut *tx).await?;
@@ -249,12 +245,13 @@ fn incoming(dataset: &Dataset, records: Vec<Value>) -> Result<Vec<Incoming>, Rec
 }
 
 /// Decides what each incoming record does and numbers the changes after the dataset's head.
+/// Also returns the row ids of the records that did not change.
 fn classify(
     incoming: Vec<Incoming>,
     existing: &HashMap<String, Existing>,
     mode: Mode,
     head: Head,
-) -> Result<(Vec<Change>, Vec<String>, Summary), RecordsError> {
+) -> Result<(Vec<Change>, Vec<i64>, Summary), RecordsError> {
     let mut changes = Vec::with_capacity(incoming.len());
     let mut unchanged = Vec::new();
     let mut summary = Summary::default();
@@ -279,7 +276,7 @@ fn classify(
             (Mode::Delete, _) => Action::Deleted,
             (_, Some(e)) if e.hash == hash => {
                 summary.unchanged += 1;
-                unchanged.push(external_id);
+                unchanged.push(e.id);
                 continue;
             }
             (_, Some(_)) => Action::Updated,
@@ -313,25 +310,44 @@ fn deep_merge(target: &mut Value, patch: Value) {
     }
 }
 
+/// The stored rows of a batch's records, one unique-index probe per id. The subquery with its
+/// `LIMIT` keeps PostgreSQL from turning the probes into a scan of the whole dataset, which it
+/// otherwise picks when the table's statistics are missing or stale (before the first ANALYZE,
+/// or with autovacuum off): `external_id = ANY(…)` then costs a thousand comparisons a row.
 async fn pg_existing(
     tx: &mut Transaction<'_, Postgres>,
     dataset: &Dataset,
     ids: &[String],
     with_data: bool,
 ) -> Result<HashMap<String, Existing>, sqlx::Error> {
-    let sql = if with_data {
-        "SELECT external_id, data_hash, deleted_at IS NOT NULL, data FROM records
-         WHERE connection = $1 AND model = $2 AND external_id = ANY($3)"
-    } else {
-        "SELECT external_id, data_hash, deleted_at IS NOT NULL, NULL::text FROM records
-         WHERE connection = $1 AND model = $2 AND external_id = ANY($3)"
-    };
-    let rows = sqlx::query(sql).bind(dataset.connection).bind(&dataset.model).bind(ids).fetch_all(&mut **tx).await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok((row.try_get(0)?, Existing { hash: row.try_get(1)?, deleted: row.try_get(2)?, data: row.try_get(3)? }))
-        })
-        .collect()
+    let data = if with_data { "data" } else { "NULL::text" };
+    let sql = format!(
+        "SELECT t.external_id, r.id, r.data_hash, r.deleted_at IS NOT NULL, r.data
+         FROM UNNEST($3::text[]) AS t(external_id)
+         CROSS JOIN LATERAL (
+             SELECT id, data_hash, deleted_at, {data} AS data FROM records
+             WHERE connection = $1 AND model = $2 AND external_id = t.external_id LIMIT 1
+         ) AS r"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(dataset.connection)
+        .bind(&dataset.model)
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.into_iter().map(|row| Ok((row.try_get(0)?, existing_row(&row)?))).collect()
+}
+
+/// A stored row from columns 1 to 4 of a lookup: id, hash, whether deleted, data.
+fn existing_row<R: Row>(row: &R) -> Result<Existing, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Existing { id: row.try_get(1)?, hash: row.try_get(2)?, deleted: row.try_get(3)?, data: row.try_get(4)? })
 }
 
 async fn sqlite_existing(
@@ -344,7 +360,7 @@ async fn sqlite_existing(
     for chunk in ids.chunks(SQLITE_ROWS_PER_STATEMENT * 4) {
         let columns = if with_data { "data" } else { "NULL" };
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT external_id, data_hash, deleted_at IS NOT NULL, {columns} FROM records WHERE connection = "
+            "SELECT external_id, id, data_hash, deleted_at IS NOT NULL, {columns} FROM records WHERE connection = "
         ));
         q.push_bind(dataset.connection).push(" AND model = ").push_bind(&dataset.model).push(" AND external_id IN (");
         let mut list = q.separated(", ");
@@ -353,10 +369,7 @@ async fn sqlite_existing(
         }
         q.push(")");
         for row in q.build().fetch_all(&mut **tx).await? {
-            out.insert(
-                row.try_get(0)?,
-                Existing { hash: row.try_get(1)?, deleted: row.try_get(2)?, data: row.try_get(3)? },
-            );
+            out.insert(row.try_get(0)?, existing_row(&row)?);
         }
     }
     Ok(out)
