@@ -2,6 +2,7 @@
 //! (`UNNEST` arrays on PostgreSQL, multi-row `VALUES` on SQLite).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -200,6 +201,7 @@ impl Records {
                 }
                 set_head!(tx, dataset, head.after(changes.len()))?;
                 tx.commit().await?;
+                keep_statistics_fresh(pool, changes.len());
                 Ok(summary)
             }
             Db::Sqlite(pool) => {
@@ -310,32 +312,66 @@ fn deep_merge(target: &mut Value, patch: Value) {
     }
 }
 
-/// The stored rows of a batch's records, one unique-index probe per id. The subquery with its
-/// `LIMIT` keeps PostgreSQL from turning the probes into a scan of the whole dataset, which it
-/// otherwise picks when the table's statistics are missing or stale (before the first ANALYZE,
-/// or with autovacuum off): `external_id = ANY(…)` then costs a thousand comparisons a row.
 async fn pg_existing(
     tx: &mut Transaction<'_, Postgres>,
     dataset: &Dataset,
     ids: &[String],
     with_data: bool,
 ) -> Result<HashMap<String, Existing>, sqlx::Error> {
-    let data = if with_data { "data" } else { "NULL::text" };
-    let sql = format!(
-        "SELECT t.external_id, r.id, r.data_hash, r.deleted_at IS NOT NULL, r.data
-         FROM UNNEST($3::text[]) AS t(external_id)
-         CROSS JOIN LATERAL (
-             SELECT id, data_hash, deleted_at, {data} AS data FROM records
-             WHERE connection = $1 AND model = $2 AND external_id = t.external_id LIMIT 1
-         ) AS r"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(dataset.connection)
-        .bind(&dataset.model)
-        .bind(ids)
-        .fetch_all(&mut **tx)
-        .await?;
+    let sql = if with_data {
+        "SELECT external_id, id, data_hash, deleted_at IS NOT NULL, data FROM records
+         WHERE connection = $1 AND model = $2 AND external_id = ANY($3)"
+    } else {
+        "SELECT external_id, id, data_hash, deleted_at IS NOT NULL, NULL::text FROM records
+         WHERE connection = $1 AND model = $2 AND external_id = ANY($3)"
+    };
+    let rows = sqlx::query(sql).bind(dataset.connection).bind(&dataset.model).bind(ids).fetch_all(&mut **tx).await?;
     rows.into_iter().map(|row| Ok((row.try_get(0)?, existing_row(&row)?))).collect()
+}
+
+/// How many records this process changed since it last looked at the table's statistics.
+static CHANGED_SINCE_CHECK: AtomicU64 = AtomicU64::new(0);
+/// Whether an ANALYZE this process started is running.
+static ANALYZING: AtomicBool = AtomicBool::new(false);
+/// How many changed records make this process look at the statistics again.
+const CHECK_EVERY: u64 = 2_000;
+
+/// Analyzes `records` when its statistics lag far behind its contents. Without statistics
+/// PostgreSQL guesses that a dataset holds a handful of rows and looks a batch's records up by
+/// scanning the whole dataset instead of probing the unique index (a thousand comparisons a row,
+/// batchSave falls to hundreds of records per second). Autovacuum normally prevents that; this
+/// covers a server where it is off or has not caught up with a first large sync.
+fn keep_statistics_fresh(pool: &sqlx::PgPool, changed: usize) {
+    if CHANGED_SINCE_CHECK.fetch_add(changed as u64, Ordering::Relaxed) + (changed as u64) < CHECK_EVERY {
+        return;
+    }
+    if ANALYZING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    CHANGED_SINCE_CHECK.store(0, Ordering::Relaxed);
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let stale: Result<bool, sqlx::Error> = async {
+            let stale = sqlx::query_scalar(
+                "SELECT s.n_mod_since_analyze > GREATEST(1000, c.reltuples * 0.2)
+                 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+                 WHERE s.relid = 'records'::regclass",
+            )
+            .fetch_optional(&pool)
+            .await?;
+            Ok(stale.unwrap_or(false))
+        }
+        .await;
+        let analyzed = match stale {
+            Ok(true) => sqlx::query("ANALYZE records").execute(&pool).await.map(|_| ()),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = analyzed {
+            tracing::warn!("cannot refresh the statistics of the records table: {e}");
+        }
+        ANALYZING.store(false, Ordering::Release);
+    });
 }
 
 /// A stored row from columns 1 to 4 of a lookup: id, hash, whether deleted, data.
