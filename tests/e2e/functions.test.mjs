@@ -325,6 +325,10 @@ for (const db of databases()) {
             assert.equal(renamed._nango_metadata.last_action, 'UPDATED');
             const added = await allRecords(nango, 'GithubIssue', { filter: 'added', cursor: lastCursor });
             assert.equal(added.length, 2);
+            const changes = await allRecords(nango, 'GithubIssue', { filter: 'added,updated', cursor: lastCursor });
+            assert.deepEqual(changes.map((r) => r.id), news.map((r) => r.id), 'two actions merge in change order');
+            const updatedOrDeleted = await allRecords(nango, 'GithubIssue', { filter: 'updated,deleted' });
+            assert.deepEqual(updatedOrDeleted.map((r) => r.id), [String(changed.id)]);
             const logs = await waitFor('the function logs', async () => {
                 const res = await gateway.fetch('/logs?type=function&integration=github&connection=octo&limit=1000');
                 const { logs } = await res.json();

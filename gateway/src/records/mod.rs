@@ -4,14 +4,15 @@
 //! the dataset's next sequence number, and writers of a dataset queue on its `record_datasets`
 //! row, so numbers are handed out in commit order: a reader that resumes after the last number it
 //! saw never misses a change. An unchanged record (same content hash) keeps its number, so it
-//! does not show up again after a cursor or `modified_after`.
+//! does not show up again after a cursor or `modified_after`. A change's time is taken under the
+//! same lock and never goes back along the numbers, so `modified_after` is a range of numbers too.
 
 pub mod api;
 mod write;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
 
 use crate::store::Db;
 use crate::time::{from_millis, iso};
@@ -101,35 +102,16 @@ impl Records {
 
     /// A page in change order.
     pub async fn list(&self, dataset: &Dataset, query: &ListQuery) -> Result<Page, RecordsError> {
+        let (sql, args) = page_query(dataset, query, !self.db.is_postgres());
         let rows = with_pool!(&self.db, pool => {
-            let mut q = QueryBuilder::new(
-                "SELECT external_id, data, seq, first_seen_at, last_modified_at, deleted_at, pruned_at, last_action
-                 FROM records WHERE connection = ",
-            );
-            q.push_bind(dataset.connection).push(" AND model = ").push_bind(&dataset.model);
-            if let Some(seq) = query.after_seq {
-                q.push(" AND seq > ").push_bind(seq);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for arg in args {
+                q = match arg {
+                    Arg::Int(n) => q.bind(n),
+                    Arg::Text(text) => q.bind(text),
+                };
             }
-            if let Some(t) = query.modified_after {
-                q.push(" AND last_modified_at >= ").push_bind(t);
-            }
-            if !query.actions.is_empty() && query.actions.len() < 3 {
-                let mut list = q.push(" AND last_action IN (").separated(", ");
-                for action in &query.actions {
-                    list.push_bind(action.as_str());
-                }
-                q.push(")");
-            }
-            if !query.ids.is_empty() {
-                let mut list = q.push(" AND external_id IN (").separated(", ");
-                for id in &query.ids {
-                    list.push_bind(id);
-                }
-                q.push(")");
-            }
-            // One more than asked tells whether there is a next page.
-            q.push(" ORDER BY seq LIMIT ").push_bind(query.limit + 1);
-            q.build().fetch_all(pool).await?
+            q.fetch_all(pool).await?
                 .into_iter()
                 .map(|row| -> Result<StoredRow, sqlx::Error> {
                     Ok(StoredRow {
@@ -187,6 +169,88 @@ impl Records {
         .rows_affected());
         Ok(done)
     }
+}
+
+/// The parameters of the page query, numbered in the order they are bound.
+#[derive(Default)]
+struct Params(Vec<Arg>);
+
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+impl Params {
+    /// Adds a parameter and returns its placeholder; SQLite and PostgreSQL both read `$n`.
+    fn bind(&mut self, arg: Arg) -> String {
+        self.0.push(arg);
+        format!("${}", self.0.len())
+    }
+}
+
+/// The page query, written so that each part reads one index range in `seq` order and stops
+/// after a page (see migration 0006): the cursor bounds `seq`; `modified_after` bounds it too,
+/// at the first record modified since, because modification times never go back along `seq`
+/// (see `write::Head`); each action of a `filter` reads its own range, and the ranges are
+/// merged by `seq`. One row more than the limit tells whether there is a next page.
+///
+/// SQLite is told which index each part reads: with statistics (after an ANALYZE) it estimates
+/// a `seq` range as a fixed share of the dataset and an action as a third of it, and then scans
+/// the cursor index for a rare action or sorts every record modified since. With `ids`, it
+/// chooses well (the unique index).
+fn page_query(dataset: &Dataset, query: &ListQuery, sqlite: bool) -> (String, Vec<Arg>) {
+    let mut params = Params::default();
+    params.bind(Arg::Int(dataset.connection));
+    params.bind(Arg::Text(dataset.model.clone()));
+    params.bind(Arg::Int(query.limit + 1));
+    let mut conditions = String::from("connection = $1 AND model = $2");
+    if let Some(seq) = query.after_seq {
+        conditions += &format!(" AND seq > {}", params.bind(Arg::Int(seq)));
+    }
+    if let Some(time) = query.modified_after {
+        let time = params.bind(Arg::Int(time));
+        conditions += &format!(
+            " AND last_modified_at >= {time} AND seq >= (SELECT seq FROM records
+                 WHERE connection = $1 AND model = $2 AND last_modified_at >= {time}
+                 ORDER BY last_modified_at, seq LIMIT 1)"
+        );
+    }
+    if !query.ids.is_empty() {
+        let ids: Vec<String> = query.ids.iter().map(|id| params.bind(Arg::Text(id.clone()))).collect();
+        conditions += &format!(" AND external_id IN ({})", ids.join(", "));
+    }
+    let mut actions: Vec<&'static str> = query.actions.iter().map(|a| a.as_str()).collect();
+    actions.sort_unstable();
+    actions.dedup();
+    let per_action: Vec<(&str, String)> = match actions.len() {
+        // No filter, or one that names every action.
+        0 | 3 => vec![("records_by_cursor", String::new())],
+        _ => actions
+            .into_iter()
+            .map(|action| {
+                ("records_by_action", format!(" AND last_action = {}", params.bind(Arg::Text(action.to_string()))))
+            })
+            .collect(),
+    };
+    let mut branches: Vec<String> = per_action
+        .iter()
+        .map(|(index, action)| {
+            let index = if sqlite && query.ids.is_empty() { format!(" INDEXED BY {index}") } else { String::new() };
+            format!(
+                "SELECT external_id, data, seq, first_seen_at, last_modified_at, deleted_at, pruned_at, last_action
+                 FROM records{index} WHERE {conditions}{action} ORDER BY seq LIMIT $3"
+            )
+        })
+        .collect();
+    let sql = match branches.len() {
+        1 => branches.pop().unwrap_or_default(),
+        _ => {
+            let merged: Vec<String> =
+                branches.iter().enumerate().map(|(i, branch)| format!("SELECT * FROM ({branch}) AS b{i}")).collect();
+            format!("{} ORDER BY seq LIMIT $3", merged.join(" UNION ALL "))
+        }
+    };
+    (sql, params.0)
 }
 
 struct StoredRow {

@@ -111,3 +111,66 @@ async fn invalid_records_are_refused_with_their_position() {
     assert!(e.to_string().contains("record 1"), "{e}");
     assert!(decode_cursor("garbage").is_err());
 }
+
+#[tokio::test]
+async fn times_never_go_back_so_modified_after_and_filters_page_in_change_order() {
+    let (records, _dir, conn) = store().await;
+    let ds = Dataset::new(conn, "Issue", None);
+    records.save(&ds, vec![json!({"id": "a"}), json!({"id": "b"}), json!({"id": "c"})], 1, 100).await.unwrap();
+    // A writer whose clock is behind the dataset's last write stamps the last write's time.
+    records.save(&ds, vec![json!({"id": "a", "v": 2}), json!({"id": "d"})], 2, 50).await.unwrap();
+    records.delete(&ds, vec![json!({"id": "b"})], 200).await.unwrap();
+    let all = records.list(&ds, &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
+    let times: Vec<&str> =
+        all.records.iter().map(|r| r["_nango_metadata"]["last_modified_at"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    let since =
+        |t: i64, actions: Vec<Action>| ListQuery { modified_after: Some(t), actions, limit: 100, ..Default::default() };
+    let at_100 = records.list(&ds, &since(100, vec![])).await.unwrap();
+    assert_eq!(
+        ids(&at_100),
+        vec![
+            ("c".into(), "ADDED".into()),
+            ("a".into(), "UPDATED".into()),
+            ("d".into(), "ADDED".into()),
+            ("b".into(), "DELETED".into())
+        ]
+    );
+    assert_eq!(ids(&records.list(&ds, &since(101, vec![])).await.unwrap()), vec![("b".into(), "DELETED".into())]);
+    assert!(records.list(&ds, &since(201, vec![])).await.unwrap().records.is_empty());
+
+    let two = records.list(&ds, &since(0, vec![Action::Updated, Action::Deleted])).await.unwrap();
+    assert_eq!(ids(&two), vec![("a".into(), "UPDATED".into()), ("b".into(), "DELETED".into())]);
+    let paged = records
+        .list(&ds, &ListQuery { actions: vec![Action::Added, Action::Updated], limit: 2, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(ids(&paged), vec![("c".into(), "ADDED".into()), ("a".into(), "UPDATED".into())]);
+    let rest = records
+        .list(
+            &ds,
+            &ListQuery {
+                after_seq: Some(decode_cursor(paged.next_cursor.as_deref().unwrap()).unwrap()),
+                actions: vec![Action::Added, Action::Updated, Action::Added],
+                limit: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&rest), vec![("d".into(), "ADDED".into())]);
+    assert!(rest.next_cursor.is_none());
+    let every = records
+        .list(
+            &ds,
+            &ListQuery {
+                actions: vec![Action::Added, Action::Updated, Action::Deleted],
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(every.records.len(), 4);
+}

@@ -2,6 +2,7 @@
 //! (`UNNEST` arrays on PostgreSQL, multi-row `VALUES` on SQLite).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -14,32 +15,53 @@ use crate::store::{BeginWrite, Db};
 const SQLITE_ROWS_PER_STATEMENT: usize = 2_000;
 
 /// Creates the dataset on first write and locks its row until the transaction ends; evaluates
-/// to its last sequence number. A macro rather than a generic function: the executor bounds of
+/// to its [`Head`] as of `now`. A macro rather than a generic function: the executor bounds of
 /// a generic one make every caller's future lose `Send`.
 macro_rules! lock_dataset {
-    ($tx:expr, $dataset:expr) => {
+    ($tx:expr, $dataset:expr, $now:expr) => {
         // An upsert that changes nothing still takes the row lock (and SQLite's write lock) at once.
-        sqlx::query_scalar::<_, i64>(
-            "INSERT INTO record_datasets (connection, model, last_seq) VALUES ($1, $2, 0)
+        sqlx::query_as::<_, (i64, i64)>(
+            "INSERT INTO record_datasets (connection, model, last_seq, last_modified_at) VALUES ($1, $2, 0, 0)
              ON CONFLICT (connection, model) DO UPDATE SET last_seq = record_datasets.last_seq
-             RETURNING last_seq",
+             RETURNING last_seq, last_modified_at",
         )
         .bind($dataset.connection)
         .bind($dataset.model.as_str())
         .fetch_one(&mut *$tx)
         .await
+        .map(|(last_seq, last_modified_at)| Head { last_seq, now: last_modified_at.max($now) })
     };
 }
 
-macro_rules! set_last_seq {
-    ($tx:expr, $dataset:expr, $last_seq:expr) => {
-        sqlx::query("UPDATE record_datasets SET last_seq = $1 WHERE connection = $2 AND model = $3")
-            .bind($last_seq)
-            .bind($dataset.connection)
-            .bind($dataset.model.as_str())
-            .execute(&mut *$tx)
-            .await
+macro_rules! set_head {
+    ($tx:expr, $dataset:expr, $head:expr) => {
+        sqlx::query(
+            "UPDATE record_datasets SET last_seq = $1, last_modified_at = $2 WHERE connection = $3 AND model = $4",
+        )
+        .bind($head.last_seq)
+        .bind($head.now)
+        .bind($dataset.connection)
+        .bind($dataset.model.as_str())
+        .execute(&mut *$tx)
+        .await
     };
+}
+
+/// Where a locked dataset stands: its last sequence number, and the time a write stamps on the
+/// records it changes. That time never goes back along `seq` (a clock behind the dataset's last
+/// write, on this node or another, is taken as equal to it), which lets `modified_after` start
+/// a page at one `seq` instead of scanning the dataset.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    last_seq: i64,
+    now: i64,
+}
+
+impl Head {
+    /// The head once `changes` more sequence numbers are taken.
+    fn after(self, changes: usize) -> Head {
+        Head { last_seq: self.last_seq + changes as i64, ..self }
+    }
 }
 
 /// What one write did.
@@ -74,6 +96,8 @@ struct Incoming {
 }
 
 struct Existing {
+    /// The row's primary key.
+    id: i64,
     hash: String,
     deleted: bool,
     data: Option<String>,
@@ -123,7 +147,7 @@ impl Records {
     pub async fn delete_unseen(&self, dataset: &Dataset, run: i64, now: i64) -> Result<u64, RecordsError> {
         let deleted = crate::with_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
-            let last_seq = lock_dataset!(tx, dataset)?;
+            let head = lock_dataset!(tx, dataset, now)?;
             let done = sqlx::query(
                 "WITH doomed AS (
                      SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM records
@@ -136,12 +160,12 @@ impl Records {
             .bind(dataset.connection)
             .bind(&dataset.model)
             .bind(run)
-            .bind(now)
-            .bind(last_seq)
+            .bind(head.now)
+            .bind(head.last_seq)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            set_last_seq!(tx, dataset, last_seq + done as i64)?;
+            set_head!(tx, dataset, head.after(done as usize))?;
             tx.commit().await?;
             done
         });
@@ -164,46 +188,41 @@ impl Records {
         match &self.db {
             Db::Postgres(pool) => {
                 let mut tx = pool.begin_write().await?;
-                let last_seq = lock_dataset!(tx, dataset)?;
+                let head = lock_dataset!(tx, dataset, now)?;
                 let existing = pg_existing(&mut tx, dataset, &ids, with_data).await?;
-                let (changes, unchanged, summary) = classify(incoming, &existing, mode, last_seq, now)?;
-                pg_upsert(&mut tx, dataset, &changes, run, now).await?;
+                let (changes, unchanged, summary) = classify(incoming, &existing, mode, head)?;
+                pg_upsert(&mut tx, dataset, &changes, run, head.now).await?;
                 if run > 0 && !unchanged.is_empty() {
-                    sqlx::query(
-                        "UPDATE records SET seen_run = $3
-                         WHERE connection = $1 AND model = $2 AND external_id = ANY($4)",
-                    )
-                    .bind(dataset.connection)
-                    .bind(&dataset.model)
-                    .bind(run)
-                    .bind(&unchanged)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query("UPDATE records SET seen_run = $1 WHERE id = ANY($2)")
+                        .bind(run)
+                        .bind(&unchanged)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-                set_last_seq!(tx, dataset, last_seq + changes.len() as i64)?;
+                set_head!(tx, dataset, head.after(changes.len()))?;
                 tx.commit().await?;
+                keep_statistics_fresh(pool, changes.len());
                 Ok(summary)
             }
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
-                let last_seq = lock_dataset!(tx, dataset)?;
+                let head = lock_dataset!(tx, dataset, now)?;
                 let existing = sqlite_existing(&mut tx, dataset, &ids, with_data).await?;
-                let (changes, unchanged, summary) = classify(incoming, &existing, mode, last_seq, now)?;
-                sqlite_upsert(&mut tx, dataset, &changes, run, now).await?;
+                let (changes, unchanged, summary) = classify(incoming, &existing, mode, head)?;
+                sqlite_upsert(&mut tx, dataset, &changes, run, head.now).await?;
                 if run > 0 {
                     for chunk in unchanged.chunks(SQLITE_ROWS_PER_STATEMENT) {
                         let mut q = QueryBuilder::<Sqlite>::new("UPDATE records SET seen_run = ");
-                        q.push_bind(run).push(" WHERE connection = ").push_bind(dataset.connection);
-                        q.push(" AND model = ").push_bind(&dataset.model).push(" AND external_id IN (");
+                        q.push_bind(run).push(" WHERE id IN (");
                         let mut list = q.separated(", ");
                         for id in chunk {
-                            list.push_bind(id);
+                            list.push_bind(*id);
                         }
                         q.push(")");
                         q.build().execute(&mut *tx).await?;
                     }
                 }
-                set_last_seq!(tx, dataset, last_seq + changes.len() as i64)?;
+                set_head!(tx, dataset, head.after(changes.len()))?;
                 tx.commit().await?;
                 Ok(summary)
             }
@@ -227,14 +246,14 @@ fn incoming(dataset: &Dataset, records: Vec<Value>) -> Result<Vec<Incoming>, Rec
     Ok(out)
 }
 
-/// Decides what each incoming record does and numbers the changes from `last_seq + 1`.
+/// Decides what each incoming record does and numbers the changes after the dataset's head.
+/// Also returns the row ids of the records that did not change.
 fn classify(
     incoming: Vec<Incoming>,
     existing: &HashMap<String, Existing>,
     mode: Mode,
-    last_seq: i64,
-    now: i64,
-) -> Result<(Vec<Change>, Vec<String>, Summary), RecordsError> {
+    head: Head,
+) -> Result<(Vec<Change>, Vec<i64>, Summary), RecordsError> {
     let mut changes = Vec::with_capacity(incoming.len());
     let mut unchanged = Vec::new();
     let mut summary = Summary::default();
@@ -251,7 +270,7 @@ fn classify(
             }
             Mode::Delete => {
                 let Some(stored) = live else { continue };
-                (stored.data.clone().unwrap_or_else(|| "{}".into()), Action::Deleted, Some(now))
+                (stored.data.clone().unwrap_or_else(|| "{}".into()), Action::Deleted, Some(head.now))
             }
         };
         let hash = content_hash(&data);
@@ -259,7 +278,7 @@ fn classify(
             (Mode::Delete, _) => Action::Deleted,
             (_, Some(e)) if e.hash == hash => {
                 summary.unchanged += 1;
-                unchanged.push(external_id);
+                unchanged.push(e.id);
                 continue;
             }
             (_, Some(_)) => Action::Updated,
@@ -270,7 +289,7 @@ fn classify(
             Action::Updated => summary.updated += 1,
             Action::Deleted => summary.deleted += 1,
         }
-        let seq = last_seq + changes.len() as i64 + 1;
+        let seq = head.last_seq + changes.len() as i64 + 1;
         changes.push(Change { external_id, data, hash, seq, deleted_at, action });
     }
     Ok((changes, unchanged, summary))
@@ -300,18 +319,71 @@ async fn pg_existing(
     with_data: bool,
 ) -> Result<HashMap<String, Existing>, sqlx::Error> {
     let sql = if with_data {
-        "SELECT external_id, data_hash, deleted_at IS NOT NULL, data FROM records
+        "SELECT external_id, id, data_hash, deleted_at IS NOT NULL, data FROM records
          WHERE connection = $1 AND model = $2 AND external_id = ANY($3)"
     } else {
-        "SELECT external_id, data_hash, deleted_at IS NOT NULL, NULL::text FROM records
+        "SELECT external_id, id, data_hash, deleted_at IS NOT NULL, NULL::text FROM records
          WHERE connection = $1 AND model = $2 AND external_id = ANY($3)"
     };
     let rows = sqlx::query(sql).bind(dataset.connection).bind(&dataset.model).bind(ids).fetch_all(&mut **tx).await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok((row.try_get(0)?, Existing { hash: row.try_get(1)?, deleted: row.try_get(2)?, data: row.try_get(3)? }))
-        })
-        .collect()
+    rows.into_iter().map(|row| Ok((row.try_get(0)?, existing_row(&row)?))).collect()
+}
+
+/// How many records this process changed since it last looked at the table's statistics.
+static CHANGED_SINCE_CHECK: AtomicU64 = AtomicU64::new(0);
+/// Whether an ANALYZE this process started is running.
+static ANALYZING: AtomicBool = AtomicBool::new(false);
+/// How many changed records make this process look at the statistics again.
+const CHECK_EVERY: u64 = 2_000;
+
+/// Analyzes `records` when its statistics lag far behind its contents. Without statistics
+/// PostgreSQL guesses that a dataset holds a handful of rows and looks a batch's records up by
+/// scanning the whole dataset instead of probing the unique index (a thousand comparisons a row,
+/// batchSave falls to hundreds of records per second). Autovacuum normally prevents that; this
+/// covers a server where it is off or has not caught up with a first large sync.
+fn keep_statistics_fresh(pool: &sqlx::PgPool, changed: usize) {
+    if CHANGED_SINCE_CHECK.fetch_add(changed as u64, Ordering::Relaxed) + (changed as u64) < CHECK_EVERY {
+        return;
+    }
+    if ANALYZING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    CHANGED_SINCE_CHECK.store(0, Ordering::Relaxed);
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let stale: Result<bool, sqlx::Error> = async {
+            let stale = sqlx::query_scalar(
+                "SELECT s.n_mod_since_analyze > GREATEST(1000, c.reltuples * 0.2)
+                 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+                 WHERE s.relid = 'records'::regclass",
+            )
+            .fetch_optional(&pool)
+            .await?;
+            Ok(stale.unwrap_or(false))
+        }
+        .await;
+        let analyzed = match stale {
+            Ok(true) => sqlx::query("ANALYZE records").execute(&pool).await.map(|_| ()),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = analyzed {
+            tracing::warn!("cannot refresh the statistics of the records table: {e}");
+        }
+        ANALYZING.store(false, Ordering::Release);
+    });
+}
+
+/// A stored row from columns 1 to 4 of a lookup: id, hash, whether deleted, data.
+fn existing_row<R: Row>(row: &R) -> Result<Existing, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Existing { id: row.try_get(1)?, hash: row.try_get(2)?, deleted: row.try_get(3)?, data: row.try_get(4)? })
 }
 
 async fn sqlite_existing(
@@ -324,7 +396,7 @@ async fn sqlite_existing(
     for chunk in ids.chunks(SQLITE_ROWS_PER_STATEMENT * 4) {
         let columns = if with_data { "data" } else { "NULL" };
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT external_id, data_hash, deleted_at IS NOT NULL, {columns} FROM records WHERE connection = "
+            "SELECT external_id, id, data_hash, deleted_at IS NOT NULL, {columns} FROM records WHERE connection = "
         ));
         q.push_bind(dataset.connection).push(" AND model = ").push_bind(&dataset.model).push(" AND external_id IN (");
         let mut list = q.separated(", ");
@@ -333,10 +405,7 @@ async fn sqlite_existing(
         }
         q.push(")");
         for row in q.build().fetch_all(&mut **tx).await? {
-            out.insert(
-                row.try_get(0)?,
-                Existing { hash: row.try_get(1)?, deleted: row.try_get(2)?, data: row.try_get(3)? },
-            );
+            out.insert(row.try_get(0)?, existing_row(&row)?);
         }
     }
     Ok(out)
