@@ -2,9 +2,11 @@
 // The proxy benchmark: one run, one local upstream (nginx returning a small JSON body), four
 // ways to reach it: directly, through Debian's nginx as a plain reverse proxy, and through
 // Latchkey's /proxy with credential injection on SQLite and on PostgreSQL. Load comes from wrk,
-// a separate process.
+// a separate process. A fifth row, Pingora alone with one fixed header added
+// (gateway/examples/bare_proxy.rs), is the floor under Latchkey: what the gateway costs beyond it
+// is its own work.
 //
-//   node bench/proxy.mjs            (after `cargo build --release`)
+//   cargo build --release -p latchkey --bin latchkey --example bare_proxy && node bench/proxy.mjs
 //
 // Environment: LATCHKEY_BIN (default target/release/latchkey), DATABASE_URL (the PostgreSQL
 // server; a scratch database is created and dropped), DURATION (seconds per peak run, default
@@ -25,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.resolve(process.env.LATCHKEY_BIN || path.join(REPO, 'target/release/latchkey'));
+const BARE = path.join(path.dirname(BIN), 'examples/bare_proxy');
 const PG = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
 const DURATION = Number(process.env.DURATION || 60);
 const RATE_DURATION = Number(process.env.RATE_DURATION || 30);
@@ -163,7 +166,9 @@ end
 const fmtUs = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(0)} µs`);
 
 async function main() {
-    if (!fs.existsSync(BIN)) throw new Error(`${BIN} is missing: run cargo build --release`);
+    for (const bin of [BIN, BARE]) {
+        if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run cargo build --release -p latchkey --bin latchkey --example bare_proxy`);
+    }
     const upstreamPort = await freePort();
     const nginxPort = await freePort();
     nginx('upstream', {
@@ -176,10 +181,14 @@ async function main() {
     server { listen 127.0.0.1:${nginxPort};
         location / { proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header x-api-key bench-key-123; } }`
     });
+    const barePort = await freePort();
+    children.push(spawn(BARE, [`127.0.0.1:${barePort}`, `127.0.0.1:${upstreamPort}`, String(THREADS)], { stdio: 'ignore' }));
     const direct = `http://127.0.0.1:${upstreamPort}/items`;
     const viaNginx = `http://127.0.0.1:${nginxPort}/items`;
+    const viaPingora = `http://127.0.0.1:${barePort}/items`;
     await waitFor(direct);
     await waitFor(viaNginx);
+    await waitFor(viaPingora);
 
     const pgName = `latchkey_bench_${crypto.randomBytes(4).toString('hex')}`;
     execFileSync('psql', [PG, '-qc', `CREATE DATABASE ${pgName}`]);
@@ -187,7 +196,8 @@ async function main() {
     pgUrl.pathname = `/${pgName}`;
     const targets = [
         { name: 'direct', url: direct, headers: {} },
-        { name: 'nginx', url: viaNginx, headers: {} }
+        { name: 'nginx', url: viaNginx, headers: {} },
+        { name: 'pingora (bare)', url: viaPingora, headers: {} }
     ];
     const sqlite = await startLatchkey(`sqlite://${path.join(dir, 'bench.db')}`, `http://127.0.0.1:${upstreamPort}`);
     targets.push({ name: 'latchkey-sqlite', ...sqlite });
@@ -203,6 +213,7 @@ async function main() {
             console.log(`${t.name.padEnd(18)} ${t.peak.rps.toFixed(0).padStart(7)} req/s  p50 ${fmtUs(t.peak.p50)}  p99 ${fmtUs(t.peak.p99)}  errors ${t.peak.errors}`);
         }
         const nginxPeak = targets[1].peak.rps;
+        const pingoraPeak = targets[2].peak.rps;
         const rate = nginxPeak / 2;
         // Each connection sends one request, then waits `delay` ms: connections ≈ rate × delay.
         const delayMs = Math.max(1, Math.round(32_000 / rate));
@@ -217,7 +228,7 @@ async function main() {
         for (const t of targets.slice(1)) {
             const memory = t.child ? `  peak memory ${peakMemory(t.child).toFixed(0)} MiB` : '';
             console.log(
-                `${t.name.padEnd(18)} throughput ${(t.peak.rps / nginxPeak).toFixed(2)} × nginx  added p50 ${fmtUs(t.rated.p50 - base.p50)}  added p99 ${fmtUs(t.rated.p99 - base.p99)}  errors ${t.peak.errors + t.rated.errors}${memory}`
+                `${t.name.padEnd(18)} throughput ${(t.peak.rps / nginxPeak).toFixed(2)} × nginx, ${(t.peak.rps / pingoraPeak).toFixed(2)} × bare Pingora  added p50 ${fmtUs(t.rated.p50 - base.p50)}  added p99 ${fmtUs(t.rated.p99 - base.p99)}  errors ${t.peak.errors + t.rated.errors}${memory}`
             );
         }
     } finally {

@@ -12,6 +12,9 @@ use latchkey::secret::Secret;
 use latchkey::server::{serve, ServeOptions};
 use latchkey::store::{Db, KeyRing};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Latchkey: a self-hosted product-integrations gateway that speaks Nango's API.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
