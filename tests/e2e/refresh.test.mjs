@@ -3,27 +3,15 @@
 // an upstream API that only takes tokens that server issued, and the real gateway in front.
 // Two gateway processes on one PostgreSQL database share one refresh per connection.
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 
 import { databases } from '../support/db.mjs';
 import { startGateway } from '../support/gateway.mjs';
+import { APP_FILES, APP_ID, validAppJwt } from '../support/github-app.mjs';
 import { eventually, startReceiver } from '../support/webhooks.mjs';
 
 const CLIENT_SECRET = 'refreshy-client-secret';
-const APP_KEY = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const APP_KEY_PEM = APP_KEY.privateKey.export({ type: 'pkcs1', format: 'pem' });
-
-/** Whether `jwt` is an RS256 token of app 12345 signed with APP_KEY and not expired. */
-function validAppJwt(jwt) {
-    const [header, payload, signature] = (jwt || '').split('.');
-    if (!signature) return false;
-    const signed = crypto.verify('RSA-SHA256', Buffer.from(`${header}.${payload}`), APP_KEY.publicKey, Buffer.from(signature, 'base64url'));
-    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
-    const alg = JSON.parse(Buffer.from(header, 'base64url').toString('utf8')).alg;
-    return signed && alg === 'RS256' && claims.iss === '12345' && claims.exp > Date.now() / 1000 && claims.exp - claims.iat <= 600;
-}
 
 /** The token endpoint: `behave.set(refreshToken, 'invalid_grant' | 'malformed' | 'keep')`. */
 async function startTokenServer() {
@@ -149,13 +137,13 @@ function gatewayOptions(tokens, api, receiver) {
             '    scopes: [read, write]',
             '  appy:',
             '    provider: appy',
-            "    app_id: '12345'",
+            `    app_id: '${APP_ID}'`,
             '    private_key: ${file:app.pem}',
             'webhooks:',
             `  primary_url: ${receiver.url}/hooks`,
             ''
         ].join('\n'),
-        files: { 'test-catalog.yaml': catalog(tokens.url, api.url), 'app.pem': APP_KEY_PEM },
+        files: { 'test-catalog.yaml': catalog(tokens.url, api.url), ...APP_FILES },
         // No background scan unless a test asks for one: it would race the requests under test.
         env: { REFRESHY_SECRET: CLIENT_SECRET, LATCHKEY_REFRESH_SCAN_INTERVAL: '3600' }
     };
@@ -434,7 +422,7 @@ for (const db of databases()) {
             assert.equal(created.credentials.type, 'APP');
             assert.match(created.credentials.access_token, /^ghs-\d+$/);
             assert.equal(created.connection_config.installation_id, '777');
-            assert.equal(created.connection_config.app_id, '12345');
+            assert.equal(created.connection_config.app_id, APP_ID);
             const proxied = await fetch(`${gateway.url}/proxy/whoami`, {
                 headers: { authorization: `Bearer ${gateway.secretKey}`, 'provider-config-key': 'appy', 'connection-id': 'install-777' }
             });

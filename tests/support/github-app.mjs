@@ -10,7 +10,7 @@ const APP_KEY = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
 export const APP_KEY_PEM = APP_KEY.privateKey.export({ type: 'pkcs1', format: 'pem' });
 
 /** Whether `jwt` is an RS256 token issued by app APP_ID, signed with APP_KEY, not expired. */
-function validAppJwt(jwt) {
+export function validAppJwt(jwt) {
     const [header, payload, signature] = (jwt || '').split('.');
     if (!signature) return false;
     const signed = crypto.verify('RSA-SHA256', Buffer.from(`${header}.${payload}`), APP_KEY.publicKey, Buffer.from(signature, 'base64url'));
