@@ -136,11 +136,8 @@ fn check_fields(flow: &Flow, fields: &Map<String, Value>) -> Result<(), ApiError
             Some(Value::String(text)) if text.is_empty() && !field.optional => {
                 return Err(ApiError::invalid_body(format!("{title} is required"), &[name]))
             }
-            Some(Value::String(text)) if !text.is_empty() => {
-                let pattern = field.pattern.as_deref().and_then(|p| regex::Regex::new(p).ok());
-                if pattern.is_some_and(|re| !re.is_match(text)) {
-                    return Err(ApiError::invalid_body(format!("{title} does not have the expected form"), &[name]));
-                }
+            Some(Value::String(text)) if !text.is_empty() && !field.accepts(text) => {
+                return Err(ApiError::invalid_body(format!("{title} does not have the expected form"), &[name]));
             }
             _ => {}
         }

@@ -176,23 +176,18 @@ impl Flow {
                     )
                     .with_issue(Issue::new("invalid_value", "required", &["params", name])));
                 }
-                Some(value) if !value.is_empty() => {
-                    if let Some(pattern) = &field.pattern {
-                        let re = regex::Regex::new(pattern).ok();
-                        if re.is_some_and(|re| !re.is_match(value)) {
-                            let title = field.title.as_deref().unwrap_or(name);
-                            return Err(ApiError::new(
-                                StatusCode::BAD_REQUEST,
-                                "invalid_connection_config",
-                                format!("{title} does not have the expected form (connection config `{name}`)"),
-                            )
-                            .with_issue(Issue::new(
-                                "invalid_value",
-                                "does not match the pattern",
-                                &["params", name],
-                            )));
-                        }
-                    }
+                Some(value) if !value.is_empty() && !field.accepts(value) => {
+                    let title = field.title.as_deref().unwrap_or(name);
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_connection_config",
+                        format!("{title} does not have the expected form (connection config `{name}`)"),
+                    )
+                    .with_issue(Issue::new(
+                        "invalid_value",
+                        "does not match the pattern",
+                        &["params", name],
+                    )));
                 }
                 _ => {}
             }

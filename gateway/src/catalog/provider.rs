@@ -85,6 +85,15 @@ pub struct Field {
     pub default_value: Option<String>,
 }
 
+impl Field {
+    /// Whether `text` has the field's form: it matches the `pattern`, when there is one that
+    /// compiles (`latchkey check` reports those that do not).
+    pub fn accepts(&self, text: &str) -> bool {
+        let pattern = self.pattern.as_deref().and_then(|p| regex::Regex::new(p).ok());
+        pattern.is_none_or(|re| re.is_match(text))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum TokenUrl {
