@@ -13,7 +13,7 @@ use std::cell::OnceCell;
 use base64::Engine as _;
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use hmac::{Hmac, Mac};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Where placeholder names are looked up.
@@ -26,11 +26,23 @@ pub trait Vars {
 impl Vars for Value {
     fn lookup(&self, name: &str) -> Option<Cow<'_, str>> {
         let parts: Vec<&str> = name.split('.').collect();
-        match walk(self, &parts)? {
-            Value::String(s) => Some(Cow::Borrowed(s.as_str())),
-            Value::Number(n) => Some(Cow::Owned(n.to_string())),
-            _ => None,
-        }
+        scalar_text(walk(self, &parts)?)
+    }
+}
+
+impl Vars for Map<String, Value> {
+    fn lookup(&self, name: &str) -> Option<Cow<'_, str>> {
+        let parts: Vec<&str> = name.split('.').collect();
+        scalar_text(walk_map(self, &parts)?)
+    }
+}
+
+/// A string or a number as template text; anything else has no text.
+fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        _ => None,
     }
 }
 
@@ -40,7 +52,10 @@ pub(crate) fn walk<'v>(node: &'v Value, parts: &[&str]) -> Option<&'v Value> {
     if parts.is_empty() {
         return Some(node);
     }
-    let map = node.as_object()?;
+    walk_map(node.as_object()?, parts)
+}
+
+fn walk_map<'v>(map: &'v Map<String, Value>, parts: &[&str]) -> Option<&'v Value> {
     (1..=parts.len()).find_map(|take| map.get(&parts[..take].join(".")).and_then(|next| walk(next, &parts[take..])))
 }
 

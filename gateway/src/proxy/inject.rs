@@ -46,18 +46,17 @@ impl Vars for ProxyVars<'_> {
         let (head, rest) = name.split_once('.').unwrap_or((name, ""));
         match head {
             "connectionConfig" | "connection_config" if !rest.is_empty() => {
-                Value::Object(self.connection.connection_config.clone())
-                    .lookup(rest)
-                    .map(|v| Cow::Owned(v.into_owned()))
+                self.connection.connection_config.lookup(rest)
             }
-            "metadata" if !rest.is_empty() => self
-                .connection
-                .metadata
-                .as_ref()
-                .and_then(|m| Value::Object(m.clone()).lookup(rest).map(|v| Cow::Owned(v.into_owned()))),
+            "metadata" if !rest.is_empty() => self.connection.metadata.as_ref().and_then(|m| m.lookup(rest)),
             "credentials" if !rest.is_empty() => self.credentials_json().lookup(rest),
             "connection_id" | "connectionId" => Some(Cow::Borrowed(&self.connection.connection_id)),
             "accessToken" => self.access_token().map(Cow::Borrowed),
+            // The most common template of all, read without building the credentials' JSON.
+            "apiKey" => match &self.connection.credentials {
+                Credentials::ApiKey { api_key } => Some(Cow::Borrowed(api_key)),
+                _ => self.credentials_json().lookup(name),
+            },
             "clientId" => self.integration.credentials.client_id.as_deref().map(Cow::Borrowed),
             "clientSecret" => self.integration.credentials.client_secret.as_ref().map(|s| Cow::Borrowed(s.expose())),
             "method" => Some(Cow::Borrowed(self.method)),
