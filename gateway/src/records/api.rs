@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{decode_cursor, Action, Dataset, ListQuery, Records, MAX_PAGE};
+use super::{decode_cursor, Action, Dataset, ListQuery, Page, Records, MAX_PAGE};
 use crate::api::extract::{Query, SecretKey};
 use crate::api::ApiError;
 use crate::app::App;
@@ -82,7 +82,7 @@ async fn list(
     State(app): State<Arc<App>>,
     headers: ConnectionHeaders,
     Query(q): Query<RecordsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page>, ApiError> {
     let model =
         q.model.filter(|m| !m.is_empty()).ok_or_else(|| ApiError::invalid_query("`model` is required", &["model"]))?;
     let limit = match q.limit.as_deref() {
@@ -114,7 +114,7 @@ async fn list(
         tracing::error!("cannot read records of {}: {e}", dataset.model);
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the gateway could not read the records")
     })?;
-    Ok(Json(json!({ "records": page.records, "next_cursor": page.next_cursor })))
+    Ok(Json(page))
 }
 
 /// `filter=added,updated` and friends: the union of the named actions.

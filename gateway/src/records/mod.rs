@@ -10,6 +10,11 @@
 pub mod api;
 mod write;
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -83,10 +88,12 @@ pub struct ListQuery {
     pub limit: i64,
 }
 
-/// A page of records, each with its `_nango_metadata`.
-#[derive(Debug)]
+/// A page of records, each with its `_nango_metadata`, in the shape `GET /records` answers.
+#[derive(Debug, serde::Serialize)]
 pub struct Page {
-    pub records: Vec<Value>,
+    /// Each record as Nango returns it, as JSON text: the stored record with `id` and
+    /// `_nango_metadata`.
+    pub records: Vec<Box<RawValue>>,
     pub next_cursor: Option<String>,
 }
 
@@ -130,7 +137,8 @@ impl Records {
         let more = rows.len() as i64 > query.limit;
         let rows = &rows[..rows.len().min(query.limit as usize)];
         let next_cursor = if more { rows.last().map(|r| encode_cursor(r.seq)) } else { None };
-        Ok(Page { records: rows.iter().map(StoredRow::to_api).collect(), next_cursor })
+        let records = rows.iter().map(StoredRow::to_api).collect::<Result<_, _>>()?;
+        Ok(Page { records, next_cursor })
     }
 
     /// How many records a dataset holds, deleted ones excluded.
@@ -265,24 +273,96 @@ struct StoredRow {
 }
 
 impl StoredRow {
-    fn to_api(&self) -> Value {
-        let mut record = match serde_json::from_str::<Value>(&self.data) {
-            Ok(Value::Object(map)) => map,
-            _ => Map::new(),
+    /// The record as the API returns it. A page holds up to 10,000 records, so the stored text is
+    /// spliced rather than parsed into values and serialised again: only its top-level keys are
+    /// read, and each value is copied as it was stored.
+    fn to_api(&self) -> Result<Box<RawValue>, serde_json::Error> {
+        let fields = match serde_json::from_str::<TopLevel<'_>>(&self.data) {
+            Ok(fields) => fields.0,
+            Err(e) => {
+                tracing::warn!(record = %self.external_id, "a stored record is not a JSON object ({e}); only its id is returned");
+                Vec::new()
+            }
         };
-        record.insert("id".into(), Value::String(self.external_id.clone()));
-        let time = |ms: i64| Value::String(iso(from_millis(ms)));
-        let mut meta = Map::new();
-        meta.insert("first_seen_at".into(), time(self.first_seen_at));
-        meta.insert("last_modified_at".into(), time(self.last_modified_at));
-        meta.insert("last_action".into(), Value::String(self.last_action.clone()));
-        meta.insert("deleted_at".into(), self.deleted_at.map(time).unwrap_or(Value::Null));
-        meta.insert("pruned_at".into(), self.pruned_at.map(time).unwrap_or(Value::Null));
-        meta.insert("cursor".into(), Value::String(encode_cursor(self.seq)));
-        record.insert("_nango_metadata".into(), Value::Object(meta));
-        Value::Object(record)
+        let mut out = String::with_capacity(self.data.len() + 320);
+        out.push('{');
+        let mut id_written = false;
+        for (key, value) in &fields {
+            let value = match key.as_ref() {
+                "_nango_metadata" => continue,
+                "id" => {
+                    id_written = true;
+                    Cow::Owned(json_string(&self.external_id)?)
+                }
+                _ => Cow::Borrowed(value.get()),
+            };
+            push_field(&mut out, key, &value)?;
+        }
+        if !id_written {
+            push_field(&mut out, "id", &json_string(&self.external_id)?)?;
+        }
+        let time = |ms: i64| format!("\"{}\"", iso(from_millis(ms)));
+        let maybe_time = |ms: Option<i64>| ms.map(time).unwrap_or_else(|| "null".into());
+        let metadata = format!(
+            "{{\"first_seen_at\":{},\"last_modified_at\":{},\"last_action\":{},\"deleted_at\":{},\"pruned_at\":{},\"cursor\":\"{}\"}}",
+            time(self.first_seen_at),
+            time(self.last_modified_at),
+            json_string(&self.last_action)?,
+            maybe_time(self.deleted_at),
+            maybe_time(self.pruned_at),
+            encode_cursor(self.seq),
+        );
+        push_field(&mut out, "_nango_metadata", &metadata)?;
+        out.push('}');
+        RawValue::from_string(out)
     }
 }
+
+/// `"key":value` after a comma when the object already has a field.
+fn push_field(out: &mut String, key: &str, value: &str) -> Result<(), serde_json::Error> {
+    if out.len() > 1 {
+        out.push(',');
+    }
+    out.push_str(&json_string(key)?);
+    out.push(':');
+    out.push_str(value);
+    Ok(())
+}
+
+/// `text` as a JSON string, quoted and escaped.
+fn json_string(text: &str) -> Result<String, serde_json::Error> {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        return Ok(format!("\"{text}\""));
+    }
+    serde_json::to_string(text)
+}
+
+/// The top-level fields of a stored record, in stored order, their values left as text.
+struct TopLevel<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<TopLevel<'de>, M::Error> {
+                let mut fields = Vec::new();
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    fields.push((key.0, map.next_value()?));
+                }
+                Ok(TopLevel(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// A key borrowed from the stored text unless it has escapes.
+#[derive(serde::Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Cursors are opaque to clients; they carry the sequence number of the last record read.
 pub fn encode_cursor(seq: i64) -> String {

@@ -36,8 +36,13 @@ mod tempdir {
     }
 }
 
+/// The page's records as values, to look into.
+fn parsed(page: &Page) -> Vec<Value> {
+    page.records.iter().map(|r| serde_json::from_str(r.get()).unwrap()).collect()
+}
+
 fn ids(page: &Page) -> Vec<(String, String)> {
-    page.records
+    parsed(page)
         .iter()
         .map(|r| {
             (r["id"].as_str().unwrap().to_string(), r["_nango_metadata"]["last_action"].as_str().unwrap().to_string())
@@ -56,8 +61,9 @@ async fn unchanged_records_keep_their_place_and_changes_move_to_the_end() {
     assert_eq!((first.added, first.updated), (2, 0));
     let all = records.list(&ds, &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
     assert_eq!(ids(&all), vec![("1".into(), "ADDED".into()), ("2".into(), "ADDED".into())]);
-    assert_eq!(all.records[0]["t"], "a", "the first of repeated ids wins");
-    let cursor = decode_cursor(all.records[1]["_nango_metadata"]["cursor"].as_str().unwrap()).unwrap();
+    let all_records = parsed(&all);
+    assert_eq!(all_records[0]["t"], "a", "the first of repeated ids wins");
+    let cursor = decode_cursor(all_records[1]["_nango_metadata"]["cursor"].as_str().unwrap()).unwrap();
 
     let second =
         records.save(&ds, vec![json!({"id": 1, "t": "a"}), json!({"id": "2", "t": "c"})], 2, 20).await.unwrap();
@@ -80,8 +86,9 @@ async fn unchanged_records_keep_their_place_and_changes_move_to_the_end() {
         .unwrap();
     assert_eq!(ids(&only_deleted), vec![("1".into(), "DELETED".into())]);
     let two = records.list(&ds, &ListQuery { ids: vec!["2".into()], limit: 100, ..Default::default() }).await.unwrap();
-    assert_eq!(two.records[0]["extra"], json!({"x": 1}));
-    assert_eq!(two.records[0]["t"], "c");
+    let two_records = parsed(&two);
+    assert_eq!(two_records[0]["extra"], json!({"x": 1}));
+    assert_eq!(two_records[0]["t"], "c");
     assert_eq!(records.count(&ds).await.unwrap(), 1);
 }
 
@@ -121,8 +128,9 @@ async fn times_never_go_back_so_modified_after_and_filters_page_in_change_order(
     records.save(&ds, vec![json!({"id": "a", "v": 2}), json!({"id": "d"})], 2, 50).await.unwrap();
     records.delete(&ds, vec![json!({"id": "b"})], 200).await.unwrap();
     let all = records.list(&ds, &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
+    let all_records = parsed(&all);
     let times: Vec<&str> =
-        all.records.iter().map(|r| r["_nango_metadata"]["last_modified_at"].as_str().unwrap()).collect();
+        all_records.iter().map(|r| r["_nango_metadata"]["last_modified_at"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
     let since =
@@ -173,4 +181,50 @@ async fn times_never_go_back_so_modified_after_and_filters_page_in_change_order(
         .await
         .unwrap();
     assert_eq!(every.records.len(), 4);
+}
+
+fn stored_row(data: &str) -> StoredRow {
+    StoredRow {
+        external_id: "7".into(),
+        data: data.into(),
+        seq: 5,
+        first_seen_at: 0,
+        last_modified_at: 1_000,
+        deleted_at: Some(2_000),
+        pruned_at: None,
+        last_action: "DELETED".into(),
+    }
+}
+
+#[test]
+fn a_record_keeps_its_fields_in_order_with_its_id_as_text_and_the_metadata_last() {
+    let row = stored_row(r#"{"a\"b":"x\\y","id":7,"n":{"deep":[1,2.5,null]},"_nango_metadata":{"old":true},"z":"é"}"#);
+    let text = row.to_api().unwrap();
+    let record: Value = serde_json::from_str(text.get()).unwrap();
+    let keys: Vec<&str> = record.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["a\"b", "id", "n", "z", "_nango_metadata"]);
+    assert_eq!(record["a\"b"], "x\\y");
+    assert_eq!(record["id"], "7");
+    assert_eq!(record["n"], json!({"deep": [1, 2.5, null]}));
+    assert_eq!(record["z"], "é");
+    assert_eq!(
+        record["_nango_metadata"],
+        json!({
+            "first_seen_at": "1970-01-01T00:00:00.000Z",
+            "last_modified_at": "1970-01-01T00:00:01.000Z",
+            "last_action": "DELETED",
+            "deleted_at": "1970-01-01T00:00:02.000Z",
+            "pruned_at": null,
+            "cursor": encode_cursor(5),
+        })
+    );
+}
+
+#[test]
+fn a_record_that_is_not_an_object_comes_back_as_its_id() {
+    for data in ["not json", "[1,2]", ""] {
+        let record: Value = serde_json::from_str(stored_row(data).to_api().unwrap().get()).unwrap();
+        assert_eq!(record["id"], "7", "{data}");
+        assert_eq!(record.as_object().unwrap().len(), 2, "{data}");
+    }
 }
