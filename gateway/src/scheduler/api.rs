@@ -547,6 +547,7 @@ async fn delete_variant(
     .map_err(StoreError::from)?
     .rows_affected());
     if deleted == 0 {
+        // An unknown sync says more than a missing variant.
         configured_sync(&app, key, &name)?;
         return Err(ApiError::not_found(format!(
             "connection `{}` has no variant `{variant}` of sync `{name}`",
