@@ -13,6 +13,7 @@ import { Nango } from '@nangohq/node';
 import { databases } from '../support/db.mjs';
 import { BIN, REPO, startGateway } from '../support/gateway.mjs';
 import { GITHUB_TOKEN, githubCatalog, startGithub } from '../support/github.mjs';
+import { failureOf, runSync, syncStatus } from '../support/syncs.mjs';
 import { startReceiver } from '../support/webhooks.mjs';
 
 const SIGNING_SECRET = 'whsec-functions-0123456789';
@@ -74,16 +75,6 @@ async function exampleFunctions() {
     return files;
 }
 
-/** The status and body of a failed SDK call. */
-async function failureOf(promise) {
-    try {
-        await promise;
-    } catch (e) {
-        return { status: e.response?.status, body: e.response?.data };
-    }
-    assert.fail('expected the call to fail');
-}
-
 /** Every record of a model, page by page through listRecords. */
 async function allRecords(nango, model, extra = {}) {
     const records = [];
@@ -94,23 +85,6 @@ async function allRecords(nango, model, extra = {}) {
         cursor = page.next_cursor;
     } while (cursor);
     return records;
-}
-
-/** The status of one sync of the test connection. */
-async function syncStatus(nango, name) {
-    const { syncs } = await nango.syncStatus('github', [name], 'octo');
-    assert.equal(syncs.length, 1);
-    return syncs[0];
-}
-
-/** Triggers a sync and waits until a run that started after the trigger has finished. */
-async function runSync(nango, name, mode) {
-    const before = (await syncStatus(nango, name)).finishedAt;
-    await nango.triggerSync('github', [name], 'octo', mode);
-    return waitFor(`a run of ${name}`, async () => {
-        const status = await syncStatus(nango, name);
-        return status.latestExecutionStatus !== 'RUNNING' && status.finishedAt && status.finishedAt !== before ? status : null;
-    });
 }
 
 /** Runs `latchkey run …` against the test gateway's database and configuration. */
@@ -279,7 +253,7 @@ for (const db of databases()) {
 
         it('syncs issues page by page, then only what changed, readable through listRecords', async () => {
             github.addIssues(120, new Date(Date.now() - 60_000).toISOString());
-            const first = await runSync(nango, 'issues');
+            const first = await runSync(nango, 'github', 'octo', 'issues');
             assert.equal(first.latestExecutionStatus, 'SUCCESS', JSON.stringify(first));
             assert.equal(first.type, 'INCREMENTAL', 'after a successful run the next one is incremental');
             const total = github.state.issues.length;
@@ -312,7 +286,7 @@ for (const db of databases()) {
             changed.updated_at = new Date().toISOString();
             github.addIssues(2);
             const requestsBefore = github.requests.length;
-            const second = await runSync(nango, 'issues');
+            const second = await runSync(nango, 'github', 'octo', 'issues');
             assert.equal(second.latestExecutionStatus, 'SUCCESS');
             assert.deepEqual(second.latestResult.GithubIssue, { added: 2, updated: 1, deleted: 0 });
             const incremental = github.requests.slice(requestsBefore).find((r) => r.url.startsWith('/repos/octo/hello/issues?'));
@@ -347,11 +321,11 @@ for (const db of databases()) {
                 { id: 2, name: 'docs', color: 'blue', description: null },
                 { id: 3, name: 'good first issue', color: 'green', description: 'easy' }
             ];
-            const first = await runSync(nango, 'labels');
+            const first = await runSync(nango, 'github', 'octo', 'labels');
             assert.equal(first.latestExecutionStatus, 'SUCCESS', JSON.stringify(first));
             assert.equal((await allRecords(nango, 'GithubLabel')).length, 3);
             github.state.labels.splice(1, 1);
-            const second = await runSync(nango, 'labels');
+            const second = await runSync(nango, 'github', 'octo', 'labels');
             assert.deepEqual(second.latestResult.GithubLabel, { added: 0, updated: 0, deleted: 1 });
             assert.equal(second.recordCount.GithubLabel, 2);
             const deleted = await allRecords(nango, 'GithubLabel', { filter: 'deleted' });
@@ -361,11 +335,11 @@ for (const db of databases()) {
 
         it('pauses and starts schedules, and a full resync starts over', async () => {
             await nango.startSync('github', ['labels'], 'octo');
-            await waitFor('the started sync', async () => (await syncStatus(nango, 'labels')).nextScheduledSyncAt);
+            await waitFor('the started sync', async () => (await syncStatus(nango, 'github', 'octo', 'labels')).nextScheduledSyncAt);
             await nango.pauseSync('github', ['labels'], 'octo');
-            await waitFor('the paused sync', async () => (await syncStatus(nango, 'labels')).status === 'PAUSED');
-            assert.equal((await syncStatus(nango, 'issues')).status, 'PAUSED', 'issues does not start automatically');
-            const full = await runSync(nango, 'issues', true);
+            await waitFor('the paused sync', async () => (await syncStatus(nango, 'github', 'octo', 'labels')).status === 'PAUSED');
+            assert.equal((await syncStatus(nango, 'github', 'octo', 'issues')).status, 'PAUSED', 'issues does not start automatically');
+            const full = await runSync(nango, 'github', 'octo', 'issues', true);
             assert.equal(full.latestExecutionStatus, 'SUCCESS');
             assert.equal(full.recordCount.GithubIssue, github.state.issues.length);
             const r = await failureOf(nango.triggerSync('github', ['no-such-sync'], 'octo'));
@@ -385,7 +359,7 @@ for (const db of databases()) {
             await gateway.restart();
             nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url });
             const rerun = await waitFor('the run again', async () => {
-                const status = await syncStatus(nango, 'issues');
+                const status = await syncStatus(nango, 'github', 'octo', 'issues');
                 return status.latestExecutionStatus === 'SUCCESS' && status.recordCount.GithubIssue === github.state.issues.length ? status : null;
             });
             await nango.pauseSync('github', ['issues'], 'octo');

@@ -1,5 +1,6 @@
 // A GitHub-like API on loopback: issues (paginated with Link headers, filtered by `since`),
-// issue creation and labels, all behind a bearer token. Tests change its data between runs.
+// issue creation and labels, all behind a bearer token. Tests change its data between runs;
+// `delayMs` slows down reading issues and labels.
 import { startUpstream } from './upstream.mjs';
 
 export const GITHUB_TOKEN = 'gho_loopback_token';
@@ -78,6 +79,7 @@ export async function startGithub() {
         }
         if (url.pathname === '/user') return send(200, { login: 'octocat', id: 1 });
         if ((m = url.pathname.match(/^\/repos\/([^/]+)\/([^/]+)\/labels$/))) {
+            if (state.delayMs) await new Promise((r) => setTimeout(r, state.delayMs));
             return send(200, state.labels);
         }
         return send(404, { message: 'Not Found' });

@@ -1,5 +1,6 @@
 //! Actions as Nango's API has them: `POST /action/trigger` answers with the action's output as
-//! is, or with `X-Async: true` at once with 202 and an id that `GET /action/:id` reads later.
+//! is, or with `X-Async: true` at once with 202 and an id that `GET /action/:id` reads later. An
+//! async action that fails runs again up to `X-Max-Retries` times, after a growing back-off.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::catalog::{Function, Kind};
 use super::run::{invoke, Context, Failure, Limits};
+use crate::api::error::Issue;
 use crate::api::extract::{Body, SecretKey};
 use crate::api::ApiError;
 use crate::app::App;
@@ -22,6 +24,9 @@ use crate::records::api::ConnectionHeaders;
 use crate::time::now_millis;
 use crate::webhooks::Event;
 use crate::with_pool;
+
+/// The most retries `X-Max-Retries` may ask for, as Nango.
+const MAX_ACTION_RETRIES: u32 = 5;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new().route("/action/trigger", post(trigger)).route("/action/{id}", get(result))
@@ -59,21 +64,26 @@ async fn trigger(
     headers: HeaderMap,
     Body(body): Body<TriggerBody>,
 ) -> Result<Response, ApiError> {
+    let max_retries = max_retries(&headers)?;
     let config = app.config.current();
     let function = find(&config, &connection.provider_config_key, &body.action_name, Kind::Action)?;
     let connection = connection.connection(&app).await?;
-    let context = Context {
-        paginate: paginate_hints(&config, &connection),
-        function,
-        connection: Arc::clone(&connection),
-        input: body.input,
-        run: None,
-        save: true,
-        limits: Limits::from_env(),
+    let (paginate, limits) = (paginate_hints(&config, &connection), Limits::from_env());
+    let context = {
+        let connection = Arc::clone(&connection);
+        move || Context {
+            paginate: paginate.clone(),
+            function: Arc::clone(&function),
+            connection: Arc::clone(&connection),
+            input: body.input.clone(),
+            run: None,
+            save: true,
+            limits,
+        }
     };
     let is_async = headers.get("x-async").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if !is_async {
-        let finished = invoke(Arc::clone(&app), context).await;
+        let finished = invoke(Arc::clone(&app), context()).await;
         return match finished.result {
             Ok(output) => Ok(Json(output).into_response()),
             Err(e) => Err(failure_response(&e.failure())),
@@ -93,7 +103,23 @@ async fn trigger(
     .map_err(crate::store::StoreError::from)?);
     let run_id = id.clone();
     tokio::spawn(async move {
-        let finished = invoke(Arc::clone(&app), context).await;
+        let mut retried = 0;
+        let finished = loop {
+            let finished = invoke(Arc::clone(&app), context()).await;
+            match &finished.result {
+                Err(e) if retried < max_retries => {
+                    retried += 1;
+                    let wait = crate::proxy::retry::backoff(retried);
+                    tracing::warn!(
+                        action = %body.action_name,
+                        id = %run_id,
+                        "async action failed ({e}); retry {retried} of {max_retries} in {wait:?}"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                _ => break finished,
+            }
+        };
         let (status, output) = match finished.result {
             Ok(output) => ("SUCCESS", output),
             Err(e) => ("FAILED", e.failure().to_json()),
@@ -129,6 +155,22 @@ async fn trigger(
         Json(json!({ "id": id, "statusUrl": status_url })),
     )
         .into_response())
+}
+
+/// `X-Max-Retries`: how many times a failed async action runs again, 0 (the default) to 5. As
+/// with Nango, a synchronous call accepts the header and is not retried.
+fn max_retries(headers: &HeaderMap) -> Result<u32, ApiError> {
+    let Some(value) = headers.get("x-max-retries") else { return Ok(0) };
+    value.to_str().ok().and_then(|v| v.trim().parse::<u32>().ok()).filter(|n| *n <= MAX_ACTION_RETRIES).ok_or_else(
+        || {
+            let message = format!("X-Max-Retries must be a whole number from 0 to {MAX_ACTION_RETRIES}");
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_headers", message.clone()).with_issue(Issue::new(
+                "invalid_value",
+                message,
+                &["x-max-retries"],
+            ))
+        },
+    )
 }
 
 /// An action's failure as Nango reports it: 500 with the error's type and payload.

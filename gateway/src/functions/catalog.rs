@@ -54,6 +54,8 @@ impl std::fmt::Debug for Code {
 #[derive(Debug, Clone)]
 pub struct SyncSpec {
     pub frequency: Duration,
+    /// `runs` as written, which `GET /sync/status` reports.
+    pub runs: String,
     /// `sync_type: incremental`: runs see `lastSyncDate`; otherwise every run is a full sync.
     pub incremental: bool,
     /// Whether a successful full run marks deleted what it did not save.
@@ -208,6 +210,7 @@ fn function(
             }
             Some(SyncSpec {
                 frequency,
+                runs: runs.trim().to_string(),
                 incremental,
                 track_deletes,
                 auto_start: spec.get("auto_start").and_then(Value::as_bool).unwrap_or(true),

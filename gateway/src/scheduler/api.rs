@@ -1,19 +1,23 @@
-//! Nango's sync commands: `POST /sync/trigger|start|pause` and `GET /sync/status`.
+//! Nango's sync commands: `POST /sync/trigger|start|pause`, `GET /sync/status`, per-connection
+//! frequencies (`PUT /sync/update-connection-frequency`) and variants
+//! (`POST|DELETE /sync/:name/variant/:variant`).
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use sqlx::{QueryBuilder, Row};
 
-use super::ensure_schedules;
+use super::{ensure_schedules, initial_state, remove_instance_data, set_frequency};
 use crate::api::extract::{Body, Query, SecretKey};
 use crate::api::ApiError;
 use crate::app::App;
+use crate::connection::Connection;
+use crate::functions::catalog::{self, SyncSpec};
 use crate::functions::Kind;
 use crate::records::{Dataset, Records};
 use crate::store::StoreError;
@@ -26,6 +30,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/sync/start", post(start))
         .route("/sync/pause", post(pause))
         .route("/sync/status", get(status))
+        .route("/sync/update-connection-frequency", put(update_frequency))
+        .route("/sync/{name}/variant/{variant}", post(create_variant).delete(delete_variant))
 }
 
 #[derive(Deserialize)]
@@ -78,6 +84,7 @@ struct Target {
     variant: String,
     state: String,
     frequency_ms: i64,
+    frequency_override: Option<String>,
     next_run_at: i64,
     last_sync_date: Option<i64>,
 }
@@ -113,7 +120,7 @@ async fn targets(
     let rows = with_pool!(&app.store.db, pool => {
         let mut q = QueryBuilder::new(
             "SELECT s.id, s.connection, c.connection_id, s.sync_name, s.variant, s.state, s.frequency_ms, s.next_run_at,
-                    s.last_sync_date
+                    s.last_sync_date, s.frequency_override
              FROM sync_schedules s JOIN connections c ON c.id = s.connection WHERE c.provider_config_key = ",
         );
         q.push_bind(key);
@@ -134,6 +141,7 @@ async fn targets(
                     frequency_ms: row.try_get(6)?,
                     next_run_at: row.try_get(7)?,
                     last_sync_date: row.try_get(8)?,
+                    frequency_override: row.try_get(9)?,
                 })
             })
             .collect::<Result<Vec<_>, _>>()
@@ -305,7 +313,14 @@ async fn status(
             "SUCCESS"
         };
         let mut record_count = serde_json::Map::new();
-        let models = config.functions.get(&key, &target.sync_name).map(|f| f.models.clone()).unwrap_or_default();
+        let function = config.functions.get(&key, &target.sync_name);
+        let models = function.map(|f| f.models.clone()).unwrap_or_default();
+        // The frequency in force: the one set for this connection, or else the configured `runs`.
+        let frequency = target
+            .frequency_override
+            .clone()
+            .or_else(|| function.and_then(|f| f.sync.as_ref()).map(|s| s.runs.clone()))
+            .unwrap_or_else(|| format!("every {} seconds", target.frequency_ms / 1000));
         for model in models {
             let count =
                 records.count(&Dataset::new(target.connection, &model, Some(&target.variant))).await.map_err(|e| {
@@ -335,7 +350,7 @@ async fn status(
             "type": if target.last_sync_date.is_some() { "INCREMENTAL" } else { "INITIAL" },
             "finishedAt": finished.and_then(|r| r.2).map(|t| iso(from_millis(t))),
             "nextScheduledSyncAt": (target.state == "STARTED").then(|| iso(from_millis(target.next_run_at))),
-            "frequency": format!("every {} seconds", target.frequency_ms / 1000),
+            "frequency": frequency,
             "latestResult": finished.map(|r| serde_json::from_str::<Value>(&r.3).unwrap_or(Value::Null)),
             "latestExecutionStatus": runs.first().map(|r| if r.0 == "FAILED" { "STOPPED" } else { r.0.as_str() }),
             "recordCount": record_count,
@@ -343,4 +358,210 @@ async fn status(
         }));
     }
     Ok(Json(json!({ "syncs": out })))
+}
+
+/// A sync or variant name as Nango allows them. `:` is not among the characters, so a variant's
+/// dataset (`Model::variant`) cannot be mistaken for another's.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The connection, or Nango's 400 `unknown_connection`.
+async fn connection_of(app: &App, key: &str, id: &str) -> Result<Arc<Connection>, ApiError> {
+    app.store.connections.get(key, id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_connection",
+            format!("There is no connection `{id}` for integration `{key}`"),
+        )
+    })
+}
+
+/// The configured sync `name` of the integration, or Nango's 400 `unknown_sync`.
+fn configured_sync(app: &App, key: &str, name: &str) -> Result<SyncSpec, ApiError> {
+    match app.config.current().functions.get(key, name).and_then(|f| f.sync.clone()) {
+        Some(spec) => Ok(spec),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_sync",
+            format!("integration `{key}` has no sync `{name}` in the configuration"),
+        )),
+    }
+}
+
+/// The schedule of one sync instance.
+async fn schedule_of(app: &App, connection: i64, name: &str, variant: &str) -> Result<Option<i64>, ApiError> {
+    Ok(with_pool!(&app.store.db, pool => sqlx::query_scalar(
+        "SELECT id FROM sync_schedules WHERE connection = $1 AND sync_name = $2 AND variant = $3",
+    )
+    .bind(connection)
+    .bind(name)
+    .bind(variant)
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::from)?))
+}
+
+/// Present in the body, possibly as null: `Some(None)`; absent: `None`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyBody {
+    sync_name: String,
+    sync_variant: Option<String>,
+    provider_config_key: String,
+    connection_id: String,
+    /// A frequency such as `every 30 minutes`, or null for the configured one.
+    #[serde(default, deserialize_with = "present")]
+    frequency: Option<Option<String>>,
+}
+
+/// Sets (or with `null` clears) the frequency of one sync instance of one connection. It is kept
+/// in the database, so it outlives restarts and configuration changes.
+async fn update_frequency(
+    _: SecretKey,
+    State(app): State<Arc<App>>,
+    Body(body): Body<FrequencyBody>,
+) -> Result<Json<Value>, ApiError> {
+    let requested = body.frequency.ok_or_else(|| {
+        ApiError::invalid_body(
+            "`frequency` is required: a frequency such as `every 30 minutes`, or null for the sync's `runs`",
+            &["frequency"],
+        )
+    })?;
+    let chosen = match requested.as_deref().map(str::trim) {
+        Some(text) => Some(catalog::frequency(text).map(|every| (text.to_string(), every)).ok_or_else(|| {
+            ApiError::invalid_body(
+                format!("`{text}` is not a frequency; write it like `every 30 minutes`, `every 2h` or `every day`"),
+                &["frequency"],
+            )
+        })?),
+        None => None,
+    };
+    let (key, name) = (&body.provider_config_key, &body.sync_name);
+    let variant = body.sync_variant.as_deref().unwrap_or("base");
+    let connection = connection_of(&app, key, &body.connection_id).await?;
+    let spec = configured_sync(&app, key, name)?;
+    ensure_schedules(&app, Some(key)).await?;
+    let schedule = schedule_of(&app, connection.id, name, variant).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_sync",
+            format!("connection `{}` has no variant `{variant}` of sync `{name}`", body.connection_id),
+        )
+    })?;
+    let overridden = chosen.as_ref().map(|(text, _)| text.clone());
+    let (text, every) = chosen.unwrap_or((spec.runs, spec.frequency));
+    set_frequency(&app.store.db, schedule, every.as_millis() as i64, overridden.as_deref()).await?;
+    tracing::info!(sync = %name, variant, connection = %body.connection_id, frequency = %text, "sync frequency set");
+    Ok(Json(json!({ "frequency": text })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantBody {
+    provider_config_key: String,
+    connection_id: String,
+}
+
+/// The names in the path, checked; `base` is the sync's own instance, not a variant.
+fn variant_path(name: &str, variant: &str) -> Result<(), ApiError> {
+    if !valid_name(name) || !valid_name(variant) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_uri_params",
+            "sync and variant names are 1 to 255 letters, digits, `_` or `-`",
+        ));
+    }
+    if variant.eq_ignore_ascii_case("base") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_variant",
+            format!("Variant name `{variant}` is protected: it is the sync's own instance"),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a variant of a sync for one connection: its own schedule, checkpoint and records
+/// (`Model::variant`), configured like the base one.
+async fn create_variant(
+    _: SecretKey,
+    State(app): State<Arc<App>>,
+    Path((name, variant)): Path<(String, String)>,
+    Body(body): Body<VariantBody>,
+) -> Result<Json<Value>, ApiError> {
+    variant_path(&name, &variant)?;
+    let key = &body.provider_config_key;
+    let connection = connection_of(&app, key, &body.connection_id).await?;
+    let spec = configured_sync(&app, key, &name)?;
+    let now = now_millis();
+    let id: Option<i64> = with_pool!(&app.store.db, pool => sqlx::query_scalar(
+        "INSERT INTO sync_schedules (connection, sync_name, variant, state, frequency_ms, next_run_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6)
+         ON CONFLICT (connection, sync_name, variant) DO NOTHING RETURNING id",
+    )
+    .bind(connection.id)
+    .bind(&name)
+    .bind(&variant)
+    .bind(initial_state(&spec))
+    .bind(spec.frequency.as_millis() as i64)
+    .bind(now)
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::from)?);
+    let id = id.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "sync_variant_already_exists",
+            format!("connection `{}` already has variant `{variant}` of sync `{name}`", body.connection_id),
+        )
+    })?;
+    tracing::info!(sync = %name, %variant, connection = %body.connection_id, "sync variant created");
+    Ok(Json(json!({ "id": id.to_string(), "name": name, "variant": variant })))
+}
+
+/// Deletes a variant of a sync for one connection: it is no longer scheduled, and its checkpoint
+/// and records go (records of a model another sync writes under the same variant stay).
+async fn delete_variant(
+    _: SecretKey,
+    State(app): State<Arc<App>>,
+    Path((name, variant)): Path<(String, String)>,
+    Body(body): Body<VariantBody>,
+) -> Result<Json<Value>, ApiError> {
+    variant_path(&name, &variant)?;
+    let key = &body.provider_config_key;
+    let connection = connection_of(&app, key, &body.connection_id).await?;
+    // Its runs go with it; one in progress cleans up after itself when it ends.
+    let deleted = with_pool!(&app.store.db, pool => sqlx::query(
+        "DELETE FROM sync_schedules WHERE connection = $1 AND sync_name = $2 AND variant = $3",
+    )
+    .bind(connection.id)
+    .bind(&name)
+    .bind(&variant)
+    .execute(pool)
+    .await
+    .map_err(StoreError::from)?
+    .rows_affected());
+    if deleted == 0 {
+        // An unknown sync says more than a missing variant.
+        configured_sync(&app, key, &name)?;
+        return Err(ApiError::not_found(format!(
+            "connection `{}` has no variant `{variant}` of sync `{name}`",
+            body.connection_id
+        )));
+    }
+    remove_instance_data(&app, key, connection.id, &name, &variant).await.map_err(|e| {
+        tracing::error!(sync = %name, %variant, "cannot remove the data of a deleted sync variant: {e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the variant is deleted, but the gateway could not remove its records",
+        )
+    })?;
+    tracing::info!(sync = %name, %variant, connection = %body.connection_id, "sync variant deleted");
+    Ok(Json(json!({ "success": true })))
 }

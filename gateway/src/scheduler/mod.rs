@@ -101,6 +101,15 @@ async fn tick(app: &Arc<App>, permits: &Arc<tokio::sync::Semaphore>) -> Result<(
     Ok(())
 }
 
+/// The state a new schedule of the sync starts in.
+pub fn initial_state(spec: &functions::catalog::SyncSpec) -> &'static str {
+    if spec.auto_start {
+        "STARTED"
+    } else {
+        "PAUSED"
+    }
+}
+
 /// Creates the missing schedules of every sync of the configuration (of one integration), one
 /// per connection, and follows frequency changes.
 pub async fn ensure_schedules(app: &App, integration: Option<&str>) -> Result<(), StoreError> {
@@ -112,7 +121,7 @@ pub async fn ensure_schedules(app: &App, integration: Option<&str>) -> Result<()
             continue;
         }
         let frequency = spec.frequency.as_millis() as i64;
-        let state = if spec.auto_start { "STARTED" } else { "PAUSED" };
+        let state = initial_state(spec);
         with_pool!(&app.store.db, pool => {
             sqlx::query(
                 "INSERT INTO sync_schedules (connection, sync_name, variant, state, frequency_ms, next_run_at, created_at)
@@ -126,17 +135,94 @@ pub async fn ensure_schedules(app: &App, integration: Option<&str>) -> Result<()
             .bind(now)
             .execute(pool)
             .await?;
-            sqlx::query(
-                "UPDATE sync_schedules SET frequency_ms = $3
-                 WHERE sync_name = $2 AND frequency_ms <> $3
+            // A frequency set for one connection (`frequency_override`) outlives config changes.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE sync_schedules SET {RESCHEDULE}
+                 WHERE sync_name = $2 AND frequency_ms <> $3 AND frequency_override IS NULL
                    AND connection IN (SELECT id FROM connections WHERE provider_config_key = $1)",
-            )
+            )))
             .bind(&function.integration)
             .bind(&function.name)
             .bind(frequency)
+            .bind(now)
             .execute(pool)
             .await?;
         });
+    }
+    Ok(())
+}
+
+/// The `SET` clause that puts frequency `$3` (ms) in force at time `$4`. A run waiting for its
+/// time moves with the frequency (it is due one new period after the last run ended); a run that
+/// is due, requested or in progress is left alone, and the end of a run reads the new frequency.
+const RESCHEDULE: &str = "next_run_at = CASE WHEN next_run_at > $4 AND next_run_kind IS NULL
+                                             THEN next_run_at - frequency_ms + $3 ELSE next_run_at END,
+                          frequency_ms = $3";
+
+/// Puts a per-connection frequency in force for one schedule, or with `None` the configured one
+/// again.
+pub async fn set_frequency(
+    db: &Db,
+    schedule: i64,
+    frequency_ms: i64,
+    frequency_override: Option<&str>,
+) -> Result<(), StoreError> {
+    with_pool!(db, pool => sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE sync_schedules SET {RESCHEDULE}, frequency_override = $2 WHERE id = $1"
+    )))
+    .bind(schedule)
+    .bind(frequency_override)
+    .bind(frequency_ms)
+    .bind(now_millis())
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot remove the records: {0}")]
+    Records(#[from] crate::records::RecordsError),
+}
+
+/// Removes what a deleted sync instance leaves behind: its checkpoint, and the records of its
+/// models under its variant. A model another sync of the connection also writes under that
+/// variant shares the dataset, so its records stay.
+pub async fn remove_instance_data(
+    app: &App,
+    integration: &str,
+    connection: i64,
+    sync_name: &str,
+    variant: &str,
+) -> Result<(), CleanupError> {
+    functions::save_checkpoint(&app.store.db, connection, &format!("sync:{sync_name}:{variant}"), None).await?;
+    let config = app.config.current();
+    let Some(function) = config.functions.get(integration, sync_name) else {
+        tracing::warn!(
+            sync = sync_name,
+            variant,
+            "the sync is no longer in the configuration, so its models are unknown: its records stay"
+        );
+        return Ok(());
+    };
+    let others: Vec<String> = with_pool!(&app.store.db, pool => sqlx::query_scalar(
+        "SELECT sync_name FROM sync_schedules WHERE connection = $1 AND variant = $2 AND sync_name <> $3",
+    )
+    .bind(connection)
+    .bind(variant)
+    .bind(sync_name)
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::from)?);
+    let shared = |model: &String| {
+        others.iter().any(|other| config.functions.get(integration, other).is_some_and(|f| f.models.contains(model)))
+    };
+    let records = crate::records::Records::new(app.store.db.clone());
+    for model in function.models.iter().filter(|m| !shared(m)) {
+        records.clear(&crate::records::Dataset::new(connection, model, Some(variant))).await?;
     }
     Ok(())
 }
@@ -237,10 +323,50 @@ async fn claim(app: &App, limit: i64) -> Result<Vec<Claimed>, StoreError> {
 
 async fn execute(app: &Arc<App>, claimed: Claimed) {
     let outcome = run_claimed(app, &claimed).await;
-    if let Err(e) = finish(&app.store.db, &claimed, &outcome).await {
-        tracing::error!(run = claimed.run, "cannot record the end of a sync run: {e}");
+    match finish(&app.store.db, &claimed, &outcome).await {
+        Ok(true) => notify(app, &claimed, &outcome).await,
+        Ok(false) => forget_deleted(app, &claimed).await,
+        Err(e) => {
+            tracing::error!(run = claimed.run, "cannot record the end of a sync run: {e}");
+            notify(app, &claimed, &outcome).await;
+        }
     }
-    notify(app, &claimed, &outcome).await;
+}
+
+/// The sync instance was deleted while it ran (`DELETE /sync/:name/variant/:variant`): what the
+/// run saved after the deletion removed the instance's records goes too, unless the instance
+/// has been created again since.
+async fn forget_deleted(app: &App, claimed: &Claimed) {
+    let found: Result<Option<(i64, bool)>, sqlx::Error> = with_pool!(&app.store.db, pool => sqlx::query_as(
+        "SELECT c.id, EXISTS (SELECT 1 FROM sync_schedules s
+                              WHERE s.connection = c.id AND s.sync_name = $3 AND s.variant = $4)
+         FROM connections c WHERE c.provider_config_key = $1 AND c.connection_id = $2",
+    )
+    .bind(&claimed.provider_config_key)
+    .bind(&claimed.connection_id)
+    .bind(&claimed.sync_name)
+    .bind(&claimed.variant)
+    .fetch_optional(pool)
+    .await);
+    let connection = match found {
+        Ok(Some((connection, false))) => connection,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!(run = claimed.run, "cannot clean up after a deleted sync instance: {e}");
+            return;
+        }
+    };
+    tracing::info!(
+        sync = %claimed.sync_name,
+        variant = %claimed.variant,
+        run = claimed.run,
+        "the sync instance was deleted during the run; removing what the run saved"
+    );
+    let removed =
+        remove_instance_data(app, &claimed.provider_config_key, connection, &claimed.sync_name, &claimed.variant).await;
+    if let Err(e) = removed {
+        tracing::error!(run = claimed.run, "cannot clean up after a deleted sync instance: {e}");
+    }
 }
 
 /// Nango's sync webhooks, one per model; the webhook settings decide which are sent (changes
@@ -292,7 +418,8 @@ async fn notify(app: &App, claimed: &Claimed, outcome: &Result<Changes, Value>) 
 
 /// Records the end of a run and when the schedule runs next; a success moves the incremental
 /// starting point to the run's start, so changes made during the run are seen next time.
-async fn finish(db: &Db, claimed: &Claimed, outcome: &Result<Changes, Value>) -> Result<(), sqlx::Error> {
+/// Returns false when the schedule no longer exists.
+async fn finish(db: &Db, claimed: &Claimed, outcome: &Result<Changes, Value>) -> Result<bool, sqlx::Error> {
     let (status, results, error) = match outcome {
         Ok(results) => {
             let results: serde_json::Map<String, Value> = results.iter().map(|(m, s)| (m.clone(), json!(s))).collect();
@@ -326,7 +453,7 @@ async fn finish(db: &Db, claimed: &Claimed, outcome: &Result<Changes, Value>) ->
         .bind(status == "SUCCESS")
         .execute(pool)
         .await
-        .map(|_| ())
+        .map(|done| done.rows_affected() > 0)
     })
 }
 
