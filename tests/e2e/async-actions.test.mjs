@@ -10,9 +10,11 @@ import { Nango } from '@nangohq/node';
 import { databases } from '../support/db.mjs';
 import { startGateway } from '../support/gateway.mjs';
 import { GITHUB_TOKEN, githubCatalog, startGithub } from '../support/github.mjs';
-import { eventually } from '../support/webhooks.mjs';
+import { eventually, startReceiver } from '../support/webhooks.mjs';
 
-const CONFIG = `catalogs: [test-catalog.yaml]
+const CONFIG = (receiverUrl) => `catalogs: [test-catalog.yaml]
+webhooks:
+  primary_url: ${receiverUrl}/hooks
 integrations:
   github:
     provider: github-loopback
@@ -49,9 +51,10 @@ const CONN = 'octo';
 
 for (const db of databases()) {
     describe(`durable async actions on ${db}`, () => {
-        let github, gateway, nango;
+        let github, gateway, nango, receiver;
 
         before(async () => {
+            receiver = await startReceiver();
             github = await startGithub();
             github.state.labels = [
                 { id: 1, name: 'bug', color: 'red', description: null },
@@ -59,7 +62,7 @@ for (const db of databases()) {
             ];
             gateway = await startGateway({
                 db,
-                config: CONFIG,
+                config: CONFIG(receiver.url),
                 files: { 'test-catalog.yaml': githubCatalog(github.url), ...FILES },
                 env: { LATCHKEY_SYNC_STALE_MS: '3000' }
             });
@@ -75,6 +78,7 @@ for (const db of databases()) {
         after(async () => {
             await gateway?.stop();
             await github?.close();
+            await receiver?.close();
         });
 
         /** Starts an action asynchronously on `node` with X-Max-Retries; returns its status URL. */
@@ -102,6 +106,15 @@ for (const db of databases()) {
         const attempts = async () => (await nango.getMetadata(KEY, CONN)).attempts;
         const labelReads = () => github.requests.filter((r) => r.url === '/repos/octo/hello/labels').length;
 
+        /** Waits for the async_action webhook of the action, and checks that it came once. */
+        async function webhookOnce(statusUrl) {
+            const about = () => receiver.received.filter((r) => r.body?.type === 'async_action' && r.body.payload.statusUrl === statusUrl);
+            await eventually(() => about().length > 0, { what: 'the async_action webhook' });
+            await new Promise((r) => setTimeout(r, 1_000));
+            assert.equal(about().length, 1, 'one webhook');
+            assert.deepEqual(about()[0].body, { type: 'async_action', from: 'nango', connectionId: CONN, providerConfigKey: KEY, payload: { id: statusUrl.split('/').pop(), statusUrl } });
+        }
+
         /** Kills `node` with SIGKILL once the action it runs is waiting for the slow labels. */
         async function killDuringRun(node, readsBefore) {
             await eventually(() => labelReads() > readsBefore, { what: 'the action reading the labels' });
@@ -127,6 +140,7 @@ for (const db of databases()) {
             assert.deepEqual(done.body, { attempts: 2, labels: 2 });
             assert.deepEqual(await nango.getAsyncActionResult({ statusUrl }), { attempts: 2, labels: 2 });
             assert.equal((await attempts()).length, 2);
+            await webhookOnce(statusUrl);
         });
 
         it('fails an async action killed during its run with no retries left, saying why', async () => {
@@ -142,6 +156,7 @@ for (const db of databases()) {
             await new Promise((r) => setTimeout(r, 1_500));
             assert.equal((await attempts()).length, 1, 'not run again');
             assert.equal(labelReads(), reads + 1);
+            await webhookOnce(statusUrl);
         });
 
         it('runs an async action whose gateway was killed during its back-off after the restart', async () => {
@@ -163,7 +178,7 @@ for (const db of databases()) {
             it('lets another node take up an action whose node died, and any node read its result', async () => {
                 const second = await startGateway({
                     db: { url: gateway.databaseUrl },
-                    config: CONFIG,
+                    config: CONFIG(receiver.url),
                     files: { 'test-catalog.yaml': githubCatalog(github.url), ...FILES },
                     env: { LATCHKEY_SYNC_STALE_MS: '3000' },
                     secretKey: gateway.secretKey,
