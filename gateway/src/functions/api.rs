@@ -1,6 +1,8 @@
 //! Actions as Nango's API has them: `POST /action/trigger` answers with the action's output as
-//! is, or with `X-Async: true` at once with 202 and an id that `GET /action/:id` reads later. An
-//! async action that fails runs again up to `X-Max-Retries` times, after a growing back-off.
+//! is, or with `X-Async: true` at once with 202 and an id that `GET /action/:id` reads later, on
+//! any node. An async action is a stored task ([`super::tasks`]): it outlives the node that
+//! accepted it, and one that fails runs again up to `X-Max-Retries` times, after a growing
+//! back-off.
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::catalog::{Function, Kind};
 use super::run::{invoke, Context, Failure, Limits};
+use super::tasks;
 use crate::api::error::Issue;
 use crate::api::extract::{Body, SecretKey};
 use crate::api::ApiError;
@@ -21,8 +24,6 @@ use crate::app::App;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::records::api::ConnectionHeaders;
-use crate::time::now_millis;
-use crate::webhooks::Event;
 use crate::with_pool;
 
 /// The most retries `X-Max-Retries` may ask for, as Nango.
@@ -57,6 +58,19 @@ pub fn paginate_hints(config: &Config, connection: &Connection) -> Option<Value>
     config.catalog.get(&connection.provider).and_then(|p| p.proxy.as_ref()).and_then(|p| p.paginate.clone())
 }
 
+/// The context of one run of an action.
+pub fn action_context(config: &Config, function: Arc<Function>, connection: Arc<Connection>, input: Value) -> Context {
+    Context {
+        paginate: paginate_hints(config, &connection),
+        function,
+        connection,
+        input,
+        run: None,
+        save: true,
+        limits: Limits::from_env(),
+    }
+}
+
 async fn trigger(
     _: SecretKey,
     State(app): State<Arc<App>>,
@@ -68,86 +82,17 @@ async fn trigger(
     let config = app.config.current();
     let function = find(&config, &connection.provider_config_key, &body.action_name, Kind::Action)?;
     let connection = connection.connection(&app).await?;
-    let (paginate, limits) = (paginate_hints(&config, &connection), Limits::from_env());
-    let context = {
-        let connection = Arc::clone(&connection);
-        move || Context {
-            paginate: paginate.clone(),
-            function: Arc::clone(&function),
-            connection: Arc::clone(&connection),
-            input: body.input.clone(),
-            run: None,
-            save: true,
-            limits,
-        }
-    };
     let is_async = headers.get("x-async").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if !is_async {
-        let finished = invoke(Arc::clone(&app), context()).await;
+        let finished = invoke(Arc::clone(&app), action_context(&config, function, connection, body.input)).await;
         return match finished.result {
             Ok(output) => Ok(Json(output).into_response()),
             Err(e) => Err(failure_response(&e.failure())),
         };
     }
     let id = uuid::Uuid::new_v4().to_string();
-    with_pool!(&app.store.db, pool => sqlx::query(
-        "INSERT INTO action_runs (id, connection, action_name, status, created_at) VALUES ($1, $2, $3, 'RUNNING', $4)",
-    )
-    .bind(&id)
-    .bind(connection.id)
-    .bind(&body.action_name)
-    .bind(now_millis())
-    .execute(pool)
-    .await
-    .map(|_| ())
-    .map_err(crate::store::StoreError::from)?);
-    let run_id = id.clone();
-    tokio::spawn(async move {
-        let mut retried = 0;
-        let finished = loop {
-            let finished = invoke(Arc::clone(&app), context()).await;
-            match &finished.result {
-                Err(e) if retried < max_retries => {
-                    retried += 1;
-                    let wait = crate::proxy::retry::backoff(retried);
-                    tracing::warn!(
-                        action = %body.action_name,
-                        id = %run_id,
-                        "async action failed ({e}); retry {retried} of {max_retries} in {wait:?}"
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                _ => break finished,
-            }
-        };
-        let (status, output) = match finished.result {
-            Ok(output) => ("SUCCESS", output),
-            Err(e) => ("FAILED", e.failure().to_json()),
-        };
-        let saved = with_pool!(&app.store.db, pool => sqlx::query(
-            "UPDATE action_runs SET status = $2, output = $3, finished_at = $4 WHERE id = $1",
-        )
-        .bind(&run_id)
-        .bind(status)
-        .bind(output.to_string())
-        .bind(now_millis())
-        .execute(pool)
-        .await
-        .map(|_| ()));
-        if let Err(e) = saved {
-            tracing::error!("cannot record the result of async action {run_id}: {e}");
-        }
-        let payload = json!({
-            "type": "async_action",
-            "from": "nango",
-            "connectionId": connection.connection_id,
-            "providerConfigKey": connection.provider_config_key,
-            "payload": { "id": run_id, "statusUrl": format!("/action/{run_id}") },
-        });
-        if let Err(e) = app.webhooks.enqueue(Event::for_connection(&connection, payload)).await {
-            tracing::error!("cannot queue the webhook of async action {run_id}: {e}");
-        }
-    });
+    tasks::enqueue(&app.store.db, &id, connection.id, &body.action_name, &body.input, max_retries).await?;
+    tokio::spawn(tasks::start(Arc::clone(&app), id.clone()));
     let status_url = format!("/action/{id}");
     Ok((
         StatusCode::ACCEPTED,

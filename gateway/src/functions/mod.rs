@@ -12,6 +12,7 @@ mod native;
 pub mod run;
 pub mod sandbox;
 mod state;
+pub mod tasks;
 
 pub use catalog::{Function, Functions, Kind};
 pub use host::ENV_PREFIX;

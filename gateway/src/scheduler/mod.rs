@@ -27,9 +27,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// Runs each node executes at once.
 const CONCURRENT_RUNS: usize = 4;
 
-/// A run without a heartbeat for this long (`LATCHKEY_SYNC_STALE_MS`) belongs to a node that
-/// stopped; it is marked failed and the sync runs again.
-fn stale_after() -> i64 {
+/// A run (or an async action's attempt) without a heartbeat for this long
+/// (`LATCHKEY_SYNC_STALE_MS`) belongs to a node that stopped; it is marked failed and the sync
+/// runs again (the action, while it has retries left).
+pub fn stale_after() -> i64 {
     std::env::var("LATCHKEY_SYNC_STALE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000)
 }
 
@@ -48,18 +49,25 @@ async fn prune(app: &App) {
         Ok(n) => tracing::info!("pruned the payload of {n} records deleted more than {days} days ago"),
         Err(e) => tracing::warn!("cannot prune deleted records: {e}"),
     }
+    functions::tasks::prune(&app.store.db).await;
 }
 
-/// Starts the scheduler loop.
+/// Starts the scheduler loop: sync runs and async actions' attempts.
 pub fn spawn(app: Arc<App>) {
+    let started = now_millis();
     tokio::spawn(async move {
         if !app.store.db.is_postgres() {
             // One SQLite file has one node: whatever is RUNNING was cut short by this node's stop.
             if let Err(e) = fail_runs(&app.store.db, None, "the gateway stopped during the run").await {
                 tracing::error!("cannot mark interrupted sync runs as failed: {e}");
             }
+            // Actions accepted since this start may be running already.
+            if let Err(e) = functions::tasks::take_over(&app, started).await {
+                tracing::error!("cannot take up the async actions the last stop interrupted: {e}");
+            }
         }
         let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_RUNS));
+        let action_permits = Arc::new(tokio::sync::Semaphore::new(functions::tasks::CONCURRENT_ATTEMPTS));
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_prune = None;
@@ -67,6 +75,9 @@ pub fn spawn(app: Arc<App>) {
             ticker.tick().await;
             if let Err(e) = tick(&app, &permits).await {
                 tracing::warn!("scheduler tick failed: {e}");
+            }
+            if let Err(e) = functions::tasks::tick(&app, &action_permits).await {
+                tracing::warn!("scheduler tick failed for async actions: {e}");
             }
             if last_prune.is_none_or(|t: std::time::Instant| t.elapsed() >= PRUNE_EVERY) {
                 last_prune = Some(std::time::Instant::now());
@@ -497,7 +508,20 @@ async fn run_claimed(app: &Arc<App>, claimed: &Claimed) -> Result<Changes, Value
         kind = if claimed.full { "full" } else { "incremental" },
         "sync run started"
     );
-    let heartbeat = tokio::spawn(heartbeat(app.store.db.clone(), claimed.run));
+    let heartbeat = tokio::spawn(heartbeat(format!("sync run {}", claimed.run), {
+        let (db, run) = (app.store.db.clone(), claimed.run);
+        move || {
+            let db = db.clone();
+            async move {
+                with_pool!(&db, pool => sqlx::query("UPDATE sync_runs SET heartbeat_at = $2 WHERE id = $1 AND status = 'RUNNING'")
+                    .bind(run)
+                    .bind(now_millis())
+                    .execute(pool)
+                    .await
+                    .map(|_| ()))
+            }
+        }
+    }));
     let finished = functions::invoke(Arc::clone(app), context).await;
     let mut results = finished.results;
     let outcome = match finished.result {
@@ -520,20 +544,19 @@ async fn run_claimed(app: &Arc<App>, claimed: &Claimed) -> Result<Changes, Value
     outcome
 }
 
-async fn heartbeat(db: Db, run: i64) {
+/// Renews a lease with `beat` until the task running this is aborted.
+pub async fn heartbeat<F, Fut>(what: String, beat: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), sqlx::Error>>,
+{
     // Three beats per staleness window, at most one every 5 seconds.
     let every = Duration::from_millis((stale_after() / 3).clamp(100, 5_000) as u64);
     let mut ticker = tokio::time::interval(every);
     loop {
         ticker.tick().await;
-        let beat = with_pool!(&db, pool => sqlx::query("UPDATE sync_runs SET heartbeat_at = $2 WHERE id = $1 AND status = 'RUNNING'")
-            .bind(run)
-            .bind(now_millis())
-            .execute(pool)
-            .await
-            .map(|_| ()));
-        if let Err(e) = beat {
-            tracing::warn!(run, "cannot record a sync run's heartbeat: {e}");
+        if let Err(e) = beat().await {
+            tracing::warn!("cannot record the heartbeat of {what}: {e}");
         }
     }
 }
