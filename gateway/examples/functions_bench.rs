@@ -2,10 +2,12 @@
 //! and warm invocation, `batchSave` throughput on SQLite and PostgreSQL, and the latency of a
 //! 1,000-record page of `GET /records` with 1,000,000 records stored. Each figure is printed with
 //! its target and, as the developers' guide asks, as a ratio against a baseline measured in the
-//! same run on the same machine: a bare sandboxed WebAssembly call for functions, a plain bulk
-//! INSERT of the same rows for `batchSave`, a `SELECT 1` round trip for pages.
+//! same run on the same machine: a bare sandboxed WebAssembly call and a `GET /health` round
+//! trip for functions, a plain bulk INSERT of the same rows for `batchSave`, a `SELECT 1` round
+//! trip for pages.
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("{}", machine());
     let sqlite = format!("sqlite://{}", dir.join("bench.db").display());
-    let app = open(&sqlite).await?;
+    let app = open(&sqlite, bench_config(&dir)?).await?;
     functions_bench(&app, &dir).await?;
     records_bench("SQLite", &app.store.db, &app).await?;
 
@@ -60,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut url = url::Url::parse(&admin_url)?;
     url.set_path(&format!("/{name}"));
     let result = async {
-        let pg = open(url.as_str()).await?;
+        let pg = open(url.as_str(), Config::empty()).await?;
         records_bench("PostgreSQL", &pg.store.db, &pg).await
     }
     .await;
@@ -102,12 +104,12 @@ fn report(what: &str, figure: String, target: &str, met: bool, baseline: String)
     println!("{what}: {figure} (target {target}: {verdict}); {baseline}");
 }
 
-async fn open(url: &str) -> Result<Arc<App>, Box<dyn std::error::Error>> {
+async fn open(url: &str, config: Config) -> Result<Arc<App>, Box<dyn std::error::Error>> {
     let db = Db::connect(url).await?;
     db.migrate().await?;
     let store = Store::open(db, KeyRing::from_base64(&KeyRing::generate_key(), &[])?).await?;
     let options = LoadOptions { config_path: PathBuf::from("nango.yaml"), config_required: false, catalog_dir: None };
-    let config = Arc::new(ConfigHandle::with(Config::empty(), options));
+    let config = Arc::new(ConfigHandle::with(config, options));
     Ok(App::new(config, store, Secret::new("bench"), "http://localhost"))
 }
 
@@ -136,18 +138,24 @@ async fn connection(app: &App) -> Result<Arc<latchkey::connection::Connection>, 
     Ok(connection)
 }
 
-/// The action the function figures time: it returns its input plus one.
-async fn noop_function(
-    app: &Arc<App>,
-    dir: &std::path::Path,
-) -> Result<impl Fn(i64) -> functions::Context, Box<dyn std::error::Error>> {
+/// The configuration the function figures run with: one action, `bench/noop`, which returns
+/// its input plus one.
+fn bench_config(dir: &std::path::Path) -> Result<Config, Box<dyn std::error::Error>> {
     std::fs::write(
         dir.join("functions/bench/actions/noop.ts"),
         "export default async function run(nango: unknown, input: { n: number }): Promise<number> { return input.n + 1; }\n",
     )?;
     let document = json!({ "integrations": { "bench": { "actions": { "noop": {} } } } });
     let loaded = catalog::load(&document, &dir.join("nango.yaml"), dir);
-    let function = loaded.functions.get("bench", "noop").cloned().ok_or("the bench function did not load")?;
+    let mut config = Config::empty();
+    config.functions = Arc::new(loaded.functions);
+    Ok(config)
+}
+
+/// The context of a run of the bench's action, for `functions::invoke`.
+async fn noop_function(app: &Arc<App>) -> Result<impl Fn(i64) -> functions::Context, Box<dyn std::error::Error>> {
+    let function =
+        app.config.current().functions.get("bench", "noop").cloned().ok_or("the bench function did not load")?;
     let connection = connection(app).await?;
     Ok(move |n: i64| Context {
         function: Arc::clone(&function),
@@ -163,8 +171,9 @@ async fn noop_function(
 /// A cold start, in a process of its own (`functions_bench --cold DIR`): the engine loaded from
 /// the data directory, then the function's first run. Prints the time for the parent to read.
 async fn cold_start(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let app = open(&format!("sqlite://{}", dir.join(format!("cold-{}.db", uuid::Uuid::new_v4())).display())).await?;
-    let context = noop_function(&app, dir).await?;
+    let url = format!("sqlite://{}", dir.join(format!("cold-{}.db", uuid::Uuid::new_v4())).display());
+    let app = open(&url, bench_config(dir)?).await?;
+    let context = noop_function(&app).await?;
     let started = Instant::now();
     tokio::task::spawn_blocking(|| functions::sandbox::Sandbox::get().and_then(|s| s.js_engine()).map(|_| ()))
         .await??;
@@ -202,7 +211,7 @@ fn median(mut times: Vec<Duration>) -> (Duration, Duration) {
 }
 
 async fn functions_bench(app: &Arc<App>, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let context = noop_function(app, dir).await?;
+    let context = noop_function(app).await?;
     let started = Instant::now();
     tokio::task::spawn_blocking(|| functions::sandbox::Sandbox::get().and_then(|s| s.js_engine()).map(|_| ()))
         .await??;
@@ -221,14 +230,42 @@ async fn functions_bench(app: &Arc<App>, dir: &std::path::Path) -> Result<(), Bo
         colds.push(Duration::from_micros(micros));
     }
 
-    let invoke = |n: i64| functions::invoke(Arc::clone(app), context(n));
-    let first = invoke(1).await;
-    assert_eq!(first.result.ok(), Some(json!(2)));
+    // What a user sees: `POST /action/trigger` to the gateway's API over loopback HTTP, the
+    // function already loaded; beside it, the same client's `GET /health` round trip.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(axum::serve(listener, latchkey::api::service(Arc::clone(app))).into_future());
+    let client = reqwest::Client::new();
+    let trigger = |n: i64| {
+        client
+            .post(format!("http://{address}/action/trigger"))
+            .bearer_auth("bench")
+            .header("Provider-Config-Key", "bench")
+            .header("Connection-Id", "bench")
+            .json(&json!({ "action_name": "noop", "input": { "n": n } }))
+            .send()
+    };
+    assert_eq!(trigger(1).await?.json::<Value>().await?, json!(2));
     let mut warm = Vec::new();
     for n in 0..300 {
         let started = Instant::now();
-        let finished = invoke(n).await;
+        let output: Value = trigger(n).await?.json().await?;
         warm.push(started.elapsed());
+        assert_eq!(output, json!(n + 1));
+    }
+    let mut health = Vec::new();
+    for _ in 0..300 {
+        let started = Instant::now();
+        let body = client.get(format!("http://{address}/health")).send().await?.bytes().await?;
+        health.push(started.elapsed());
+        assert!(!body.is_empty());
+    }
+    let (round_trip, _) = median(health);
+    let mut in_process = Vec::new();
+    for n in 0..300 {
+        let started = Instant::now();
+        let finished = functions::invoke(Arc::clone(app), context(n)).await;
+        in_process.push(started.elapsed());
         assert_eq!(finished.result.ok(), Some(json!(n + 1)));
     }
     let baseline = tokio::task::spawn_blocking(|| -> Result<Vec<Duration>, functions::sandbox::SandboxError> {
@@ -255,11 +292,21 @@ async fn functions_bench(app: &Arc<App>, dir: &std::path::Path) -> Result<(), Bo
     );
     let (median_warm, p95) = median(warm);
     report(
-        "function warm invocation (each run a fresh sandboxed instance)",
+        "function warm invocation (POST /action/trigger over loopback HTTP, each run a fresh sandboxed instance)",
         format!("median {median_warm:?}, p95 {p95:?}"),
         "< 1 ms",
         median_warm < Duration::from_millis(1),
-        format!("{:.1} × a bare sandboxed WebAssembly call ({bare:?})", median_warm.as_secs_f64() / bare.as_secs_f64()),
+        format!(
+            "{:.1} × a GET /health round trip ({round_trip:?}), {:.1} × a bare sandboxed WebAssembly call ({bare:?})",
+            median_warm.as_secs_f64() / round_trip.as_secs_f64(),
+            median_warm.as_secs_f64() / bare.as_secs_f64()
+        ),
+    );
+    let (median_run, run_p95) = median(in_process);
+    println!(
+        "  of which the run itself (functions::invoke, in process): median {median_run:?}, p95 {run_p95:?}; \
+         {:.1} × a bare sandboxed WebAssembly call",
+        median_run.as_secs_f64() / bare.as_secs_f64()
     );
     Ok(())
 }

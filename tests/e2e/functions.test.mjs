@@ -40,6 +40,7 @@ integrations:
       huge: {}
       throws: {}
       broken-later: {}
+      fresh: {}
       wasm-user:
         file: ${path.join(REPO, 'plugins/examples/wasm-user/user.wat')}
       native-user:
@@ -64,7 +65,18 @@ const LIMIT_FUNCTIONS = {
     'functions/github/actions/huge.ts': "export default async function run(): Promise<string> { return 'x'.repeat(3 * 1024 * 1024); }\n",
     'functions/github/actions/throws.ts':
         "export default async function run(nango: any, input: { why: string }) { throw new Error(`refused: ${input.why}`); }\n",
-    'functions/github/actions/broken-later.ts': 'export default async function run() { return { version: 1 }; }\n'
+    'functions/github/actions/broken-later.ts': 'export default async function run() { return { version: 1 }; }\n',
+    // What one run leaves behind, in the globals and in the SDK's module, and what must differ
+    // from run to run although every run starts from the same snapshot of the engine.
+    'functions/github/actions/fresh.js': `import { ActionError } from 'nango';
+export default async function run() {
+    const runs = globalThis.runsSeen ?? 0;
+    globalThis.runsSeen = runs + 1;
+    const patched = ActionError.prototype.leftBehind === true;
+    ActionError.prototype.leftBehind = true;
+    return { runs, patched, random: Math.random(), timeOrigin: performance.timeOrigin, now: performance.now() };
+}
+`
 };
 
 async function exampleFunctions() {
@@ -249,6 +261,20 @@ for (const db of databases()) {
             // And the sandbox is still fine for the next run.
             const created = await nango.triggerAction('github', 'octo', 'create-issue', { owner: 'octo', repo: 'hello', title: 'After' });
             assert.ok(created.number > 3);
+        });
+
+        it('starts every run afresh: nothing one leaves behind reaches the next, and its clock and randomness are its own', async () => {
+            const before = Date.now();
+            const first = await nango.triggerAction('github', 'octo', 'fresh', {});
+            const second = await nango.triggerAction('github', 'octo', 'fresh', {});
+            for (const run of [first, second]) {
+                assert.equal(run.runs, 0);
+                assert.equal(run.patched, false);
+                assert.ok(run.timeOrigin >= before - 1 && run.timeOrigin <= Date.now() + 1, `timeOrigin ${run.timeOrigin} is the run's start`);
+                assert.ok(run.now >= 0 && run.now < 4000, `performance.now() ${run.now} counts from the run's start`);
+            }
+            assert.ok(second.timeOrigin >= first.timeOrigin);
+            assert.notEqual(first.random, second.random);
         });
 
         it('syncs issues page by page, then only what changed, readable through listRecords', async () => {

@@ -11,6 +11,7 @@ mod host;
 mod native;
 pub mod run;
 pub mod sandbox;
+mod snapshot;
 mod state;
 pub mod tasks;
 

@@ -17,7 +17,10 @@ use crate::time::{from_millis, iso};
 
 const SDK: &str = include_str!("sdk.js");
 const ZOD: &str = include_str!("zod.js");
-/// The module the engine starts from: it loads the function and hands it to the SDK.
+/// What the engine evaluates once before its memory is snapshotted (see `snapshot`): the
+/// SDK's modules, which every run then finds loaded.
+pub(super) const PRELUDE: &str = "import 'nango';\nimport 'zod';\n";
+/// The module each run starts from: it loads the function and hands it to the SDK.
 const ENTRY: &str = "import * as f from 'latchkey:function';\nimport { __run } from 'nango';\n\
                      await __run(f, JSON.parse(__host('context', 'null')).ok);\n";
 
@@ -99,9 +102,7 @@ impl Context {
     pub(super) fn module_source(&self, name: &str) -> String {
         match (name, &self.function.code) {
             ("latchkey:function", Code::JavaScript(js)) => js.to_string(),
-            ("nango", _) => SDK.to_string(),
-            ("zod", _) => ZOD.to_string(),
-            _ => String::new(),
+            _ => builtin_module(name).unwrap_or_default().to_string(),
         }
     }
 
@@ -120,6 +121,13 @@ impl Context {
             _ => format!("{}:{}", self.function.kind.as_str(), self.function.name),
         }
     }
+}
+
+/// The modules every function may import, by name: the SDK and zod.
+pub(super) const BUILTIN_MODULES: [(&str, &str); 2] = [("nango", SDK), ("zod", ZOD)];
+
+pub(super) fn builtin_module(name: &str) -> Option<&'static str> {
+    BUILTIN_MODULES.iter().find(|(builtin, _)| *builtin == name).map(|(_, source)| *source)
 }
 
 /// What the function reported while it ran.

@@ -7,10 +7,18 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use wasmtime::{Caller, Engine, Extern, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap};
+use wasmtime::{Caller, Engine, Extern, Instance, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap};
+
+use super::{run, snapshot};
 
 /// How often the deadline clock ticks; deadlines are rounded up to it.
 const TICK: Duration = Duration::from_millis(5);
+
+/// How much of an instance's memory stays mapped between the instances of a slot: more than
+/// the JavaScript engine's started memory and what a small function adds to it.
+const KEEP_RESIDENT: usize = 4 << 20;
+/// How long the engine's start-up may take (it takes milliseconds).
+const START_UP_LIMIT: Duration = Duration::from_secs(60);
 
 /// The host side of the ABI: one operation with a JSON argument, one JSON answer.
 pub trait Host: Send {
@@ -74,6 +82,12 @@ impl Sandbox {
     fn new() -> Result<Sandbox, String> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        // Instances come from a pool of slots reserved once: a new instance in a used slot finds
+        // its memory reset to the module's initial contents, the dirty pages copied back while
+        // they stay mapped, instead of mapping fresh memory and faulting every page it touches.
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.linear_memory_keep_resident(KEEP_RESIDENT).pagemap_scan(wasmtime::Enabled::Auto);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| e.to_string())?;
         let ticker = engine.clone();
         std::thread::Builder::new()
@@ -99,14 +113,16 @@ impl Sandbox {
             .map_err(|e| SandboxError::Engine(e.clone()))
     }
 
-    /// The engine's machine code, from the data directory when an earlier start compiled it
-    /// (compiling takes seconds, loading milliseconds). The file is keyed by the engine's bytes
-    /// and wasmtime's settings, and lives beside the encryption key: it is trusted like it.
+    /// The engine's machine code, snapshotted after start-up (see [`snapshot`]), from the data
+    /// directory when an earlier start made it (that takes seconds, loading milliseconds). The
+    /// file is keyed by the engine's bytes, the prelude it ran and wasmtime's settings, and lives
+    /// beside the encryption key: it is trusted like it.
     fn engine_module(&self) -> Result<Module, String> {
         use std::hash::{Hash, Hasher};
         let started = std::time::Instant::now();
         let mut hasher = std::hash::DefaultHasher::new();
-        (latchkey_js_engine::ENGINE_WASM, env!("CARGO_PKG_VERSION")).hash(&mut hasher);
+        (latchkey_js_engine::ENGINE_WASM, env!("CARGO_PKG_VERSION"), run::PRELUDE, run::BUILTIN_MODULES)
+            .hash(&mut hasher);
         self.engine.precompile_compatibility_hash().hash(&mut hasher);
         let dir =
             std::env::var_os("LATCHKEY_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| ".latchkey".into());
@@ -125,7 +141,14 @@ impl Sandbox {
             }
         }
         let module = Module::new(&self.engine, latchkey_js_engine::ENGINE_WASM).map_err(|e| e.to_string())?;
-        tracing::info!("compiled the JavaScript engine in {:?}", started.elapsed());
+        let memory = self.start_up(&module).map_err(|e| format!("the engine failed to start: {e}"))?;
+        let snapshot = snapshot::rewrite(latchkey_js_engine::ENGINE_WASM, &memory)?;
+        let module = Module::new(&self.engine, snapshot).map_err(|e| e.to_string())?;
+        tracing::info!(
+            "compiled the JavaScript engine and its {} KiB snapshot in {:?}",
+            memory.len() / 1024,
+            started.elapsed()
+        );
         let saved = module.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
             let partial = path.with_extension("partial");
             std::fs::create_dir_all(&dir)
@@ -137,6 +160,27 @@ impl Sandbox {
             tracing::warn!("cannot keep the compiled JavaScript engine in {}: {e}", dir.display());
         }
         Ok(module)
+    }
+
+    /// Runs the engine's `init` with the prelude and returns its memory afterwards.
+    fn start_up(&self, module: &Module) -> Result<Vec<u8>, String> {
+        let guest = self.linker.instantiate_pre(module).map_err(|e| e.to_string())?;
+        let host = Arc::new(Mutex::new(Prelude::default()));
+        let state = State {
+            host: Box::new(Shared(Arc::clone(&host))),
+            pending: Vec::new(),
+            limiter: Limiter { max_memory: usize::MAX, hit: false },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(START_UP_LIMIT.as_micros().div_ceil(TICK.as_micros()) as u64);
+        let (instance, status) =
+            call(&mut store, &guest, "init", run::PRELUDE.as_bytes()).map_err(|e| format!("{e:#}"))?;
+        if status != 0 {
+            let failure = host.lock().map(|h| h.failure.clone()).unwrap_or_default();
+            return Err(format!("status {status} {failure}"));
+        }
+        let memory = instance.get_memory(&mut store, "memory").ok_or("the engine exports no `memory`")?;
+        Ok(memory.data(&store).to_vec())
     }
 
     /// Compiles a guest module (a function written in any language compiled to WebAssembly, or
@@ -160,24 +204,7 @@ impl Sandbox {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(wall_time.as_micros().div_ceil(TICK.as_micros()) as u64 + 1);
         store.epoch_deadline_trap();
-        let outcome = (|| -> wasmtime::Result<i32> {
-            let instance = guest.instantiate(&mut store)?;
-            if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
-                init.call(&mut store, ())?;
-            }
-            let alloc = instance.get_typed_func::<i32, i32>(&mut store, "alloc")?;
-            let run = instance.get_typed_func::<(i32, i32), i32>(&mut store, "run")?;
-            let memory = instance
-                .get_memory(&mut store, "memory")
-                .ok_or_else(|| wasmtime::format_err!("the module exports no `memory`"))?;
-            let len = i32::try_from(input.len()).map_err(|_| wasmtime::format_err!("the input is too large"))?;
-            let ptr = alloc.call(&mut store, len)?;
-            if ptr == 0 && len > 0 {
-                wasmtime::bail!("`alloc` returned null");
-            }
-            memory.write(&mut store, ptr as usize, input)?;
-            run.call(&mut store, (ptr, len))
-        })();
+        let outcome = call(&mut store, guest, "run", input).map(|(_, status)| status);
         match outcome {
             // QuickJS turns a refused allocation into an exception the function may even catch;
             // the run still ends as having hit its memory limit.
@@ -185,6 +212,52 @@ impl Sandbox {
             Ok(status) => Ok(status),
             Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Err(SandboxError::Timeout(wall_time)),
             Err(e) => Err(SandboxError::Trap(format!("{e:#}"))),
+        }
+    }
+}
+
+/// Instantiates `guest` in `store` and calls `export(input)`: its `_initialize` first if it has
+/// one, then `alloc` for the input.
+fn call(
+    store: &mut Store<State>,
+    guest: &InstancePre<State>,
+    export: &str,
+    input: &[u8],
+) -> wasmtime::Result<(Instance, i32)> {
+    let instance = guest.instantiate(&mut *store)?;
+    if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
+        init.call(&mut *store, ())?;
+    }
+    let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "alloc")?;
+    let entry = instance.get_typed_func::<(i32, i32), i32>(&mut *store, export)?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::format_err!("the module exports no `memory`"))?;
+    let len = i32::try_from(input.len()).map_err(|_| wasmtime::format_err!("the input is too large"))?;
+    let ptr = alloc.call(&mut *store, len)?;
+    if ptr == 0 && len > 0 {
+        wasmtime::bail!("`alloc` returned null");
+    }
+    memory.write(&mut *store, ptr as usize, input)?;
+    let status = entry.call(&mut *store, (ptr, len))?;
+    Ok((instance, status))
+}
+
+/// The host the engine starts up with: it serves the SDK's modules and keeps a failure.
+#[derive(Default)]
+struct Prelude {
+    failure: String,
+}
+
+impl Host for Prelude {
+    fn call(&mut self, op: &str, arg: &[u8]) -> Vec<u8> {
+        match op {
+            "module" => run::builtin_module(&String::from_utf8_lossy(arg)).unwrap_or_default().as_bytes().to_vec(),
+            "fail" => {
+                self.failure = String::from_utf8_lossy(arg).into_owned();
+                b"{}".to_vec()
+            }
+            _ => br#"{"error":{"message":"the prelude cannot call the host"}}"#.to_vec(),
         }
     }
 }

@@ -2,36 +2,81 @@ use serde_json::json;
 
 use super::*;
 
-async fn store() -> (Records, tempdir::Dir, i64) {
-    let dir = tempdir::Dir::new();
-    let db = Db::connect(&format!("sqlite://{}", dir.path.join("t.db").display())).await.unwrap();
-    db.migrate().await.unwrap();
-    let Db::Sqlite(pool) = &db else { unreachable!() };
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO connections (provider_config_key, connection_id, provider, credentials, credentials_nonce,
-             credentials_key_id, created_at, updated_at)
-         VALUES ('gh', 'c1', 'github', x'00', x'00', 'k', 0, 0) RETURNING id",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    (Records::new(db), dir, id)
+/// A fresh records store with one connection on each database the tests run against: a SQLite
+/// file, and a new PostgreSQL database on the server named by DATABASE_URL (default the local
+/// one) unless LATCHKEY_TEST_DATABASES leaves it out, as the end-to-end tests do.
+async fn stores() -> Vec<(Records, scratch::Scratch, i64)> {
+    let wanted = std::env::var("LATCHKEY_TEST_DATABASES").unwrap_or_else(|_| "sqlite,postgres".into());
+    let mut out = Vec::new();
+    for kind in wanted.split(',').map(str::trim) {
+        let scratch = match kind {
+            "sqlite" => scratch::Scratch::sqlite(),
+            "postgres" => scratch::Scratch::postgres().await,
+            other => panic!("LATCHKEY_TEST_DATABASES names `{other}`"),
+        };
+        let db = Db::connect(&scratch.url).await.unwrap();
+        db.migrate().await.unwrap();
+        let id: i64 = crate::with_pool!(&db, pool => sqlx::query_scalar(
+            "INSERT INTO connections (provider_config_key, connection_id, provider, credentials, credentials_nonce,
+                 credentials_key_id, created_at, updated_at)
+             VALUES ('gh', 'c1', 'github', $1, $1, 'k', 0, 0) RETURNING id",
+        )
+        .bind(vec![0u8])
+        .fetch_one(pool)
+        .await
+        .unwrap());
+        out.push((Records::new(db), scratch, id));
+    }
+    out
 }
 
-mod tempdir {
-    pub struct Dir {
-        pub path: std::path::PathBuf,
+mod scratch {
+    /// A database that exists for one test: removed when dropped.
+    pub struct Scratch {
+        pub url: String,
+        postgres: Option<(String, String)>,
+        dir: Option<std::path::PathBuf>,
     }
-    impl Dir {
-        pub fn new() -> Dir {
-            let path = std::env::temp_dir().join(format!("latchkey-records-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&path).unwrap();
-            Dir { path }
+
+    impl Scratch {
+        pub fn sqlite() -> Scratch {
+            let dir = std::env::temp_dir().join(format!("latchkey-records-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch { url: format!("sqlite://{}", dir.join("t.db").display()), postgres: None, dir: Some(dir) }
+        }
+
+        pub async fn postgres() -> Scratch {
+            let admin =
+                std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+            let name = format!("latchkey_records_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await.unwrap();
+            pool.close().await;
+            let mut url = url::Url::parse(&admin).unwrap();
+            url.set_path(&format!("/{name}"));
+            Scratch { url: url.to_string(), postgres: Some((admin, name)), dir: None }
         }
     }
-    impl Drop for Dir {
+
+    impl Drop for Scratch {
         fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.path);
+            if let Some(dir) = &self.dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            if let Some((admin, name)) = self.postgres.take() {
+                // Dropping happens inside the test's runtime, which cannot be blocked on.
+                let dropped = std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().map(|runtime| {
+                        runtime.block_on(async {
+                            let pool = sqlx::PgPool::connect(&admin).await?;
+                            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                                .execute(&pool)
+                                .await
+                        })
+                    })
+                });
+                let _ = dropped.join();
+            }
         }
     }
 }
@@ -52,135 +97,149 @@ fn ids(page: &Page) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn unchanged_records_keep_their_place_and_changes_move_to_the_end() {
-    let (records, _dir, conn) = store().await;
-    let ds = Dataset::new(conn, "Issue", None);
-    let first = records
-        .save(&ds, vec![json!({"id": 1, "t": "a"}), json!({"id": "2", "t": "b"}), json!({"id": 1, "t": "dup"})], 1, 10)
-        .await
-        .unwrap();
-    assert_eq!((first.added, first.updated), (2, 0));
-    let all = records.list(&ds, &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
-    assert_eq!(ids(&all), vec![("1".into(), "ADDED".into()), ("2".into(), "ADDED".into())]);
-    let all_records = parsed(&all);
-    assert_eq!(all_records[0]["t"], "a", "the first of repeated ids wins");
-    let cursor = decode_cursor(all_records[1]["_nango_metadata"]["cursor"].as_str().unwrap()).unwrap();
+    for (records, _scratch, conn) in stores().await {
+        let ds = Dataset::new(conn, "Issue", None);
+        let first = records
+            .save(
+                &ds,
+                vec![json!({"id": 1, "t": "a"}), json!({"id": "2", "t": "b"}), json!({"id": 1, "t": "dup"})],
+                1,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!((first.added, first.updated), (2, 0));
+        let all = records.list(&ds, &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(ids(&all), vec![("1".into(), "ADDED".into()), ("2".into(), "ADDED".into())]);
+        let all_records = parsed(&all);
+        assert_eq!(all_records[0]["t"], "a", "the first of repeated ids wins");
+        let cursor = decode_cursor(all_records[1]["_nango_metadata"]["cursor"].as_str().unwrap()).unwrap();
 
-    let second =
-        records.save(&ds, vec![json!({"id": 1, "t": "a"}), json!({"id": "2", "t": "c"})], 2, 20).await.unwrap();
-    assert_eq!((second.added, second.updated, second.unchanged), (0, 1, 1));
-    let after =
-        records.list(&ds, &ListQuery { after_seq: Some(cursor), limit: 100, ..Default::default() }).await.unwrap();
-    assert_eq!(ids(&after), vec![("2".into(), "UPDATED".into())]);
+        let second =
+            records.save(&ds, vec![json!({"id": 1, "t": "a"}), json!({"id": "2", "t": "c"})], 2, 20).await.unwrap();
+        assert_eq!((second.added, second.updated, second.unchanged), (0, 1, 1));
+        let after =
+            records.list(&ds, &ListQuery { after_seq: Some(cursor), limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(ids(&after), vec![("2".into(), "UPDATED".into())]);
 
-    let merged =
-        records.update(&ds, vec![json!({"id": "2", "extra": {"x": 1}}), json!({"id": "9"})], 2, 30).await.unwrap();
-    assert_eq!(merged.updated, 1);
-    let deleted = records.delete(&ds, vec![json!({"id": 1})], 40).await.unwrap();
-    assert_eq!(deleted.deleted, 1);
-    let page = records.list(&ds, &ListQuery { limit: 1, ..Default::default() }).await.unwrap();
-    assert_eq!(page.records.len(), 1);
-    assert!(page.next_cursor.is_some());
-    let only_deleted = records
-        .list(&ds, &ListQuery { actions: vec![Action::Deleted], limit: 100, ..Default::default() })
-        .await
-        .unwrap();
-    assert_eq!(ids(&only_deleted), vec![("1".into(), "DELETED".into())]);
-    let two = records.list(&ds, &ListQuery { ids: vec!["2".into()], limit: 100, ..Default::default() }).await.unwrap();
-    let two_records = parsed(&two);
-    assert_eq!(two_records[0]["extra"], json!({"x": 1}));
-    assert_eq!(two_records[0]["t"], "c");
-    assert_eq!(records.count(&ds).await.unwrap(), 1);
+        let merged =
+            records.update(&ds, vec![json!({"id": "2", "extra": {"x": 1}}), json!({"id": "9"})], 2, 30).await.unwrap();
+        assert_eq!(merged.updated, 1);
+        let deleted = records.delete(&ds, vec![json!({"id": 1})], 40).await.unwrap();
+        assert_eq!(deleted.deleted, 1);
+        let page = records.list(&ds, &ListQuery { limit: 1, ..Default::default() }).await.unwrap();
+        assert_eq!(page.records.len(), 1);
+        assert!(page.next_cursor.is_some());
+        let only_deleted = records
+            .list(&ds, &ListQuery { actions: vec![Action::Deleted], limit: 100, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(ids(&only_deleted), vec![("1".into(), "DELETED".into())]);
+        let two =
+            records.list(&ds, &ListQuery { ids: vec!["2".into()], limit: 100, ..Default::default() }).await.unwrap();
+        let two_records = parsed(&two);
+        assert_eq!(two_records[0]["extra"], json!({"x": 1}));
+        assert_eq!(two_records[0]["t"], "c");
+        assert_eq!(records.count(&ds).await.unwrap(), 1);
+    }
 }
 
 #[tokio::test]
 async fn a_full_sync_deletes_what_it_did_not_see() {
-    let (records, _dir, conn) = store().await;
-    let ds = Dataset::new(conn, "Item", Some("eu"));
-    assert_eq!(ds.model, "Item::eu");
-    records.save(&ds, vec![json!({"id": "a"}), json!({"id": "b"}), json!({"id": "c"})], 1, 10).await.unwrap();
-    records.save(&ds, vec![json!({"id": "a"}), json!({"id": "c"})], 2, 20).await.unwrap();
-    assert_eq!(records.delete_unseen(&ds, 2, 30).await.unwrap(), 1);
-    let deleted = records
-        .list(&ds, &ListQuery { actions: vec![Action::Deleted], limit: 100, ..Default::default() })
-        .await
-        .unwrap();
-    assert_eq!(ids(&deleted), vec![("b".into(), "DELETED".into())]);
-    // Saving it again brings it back as added.
-    let back = records.save(&ds, vec![json!({"id": "b"})], 3, 40).await.unwrap();
-    assert_eq!(back.added, 1);
+    for (records, _scratch, conn) in stores().await {
+        let ds = Dataset::new(conn, "Item", Some("eu"));
+        assert_eq!(ds.model, "Item::eu");
+        records.save(&ds, vec![json!({"id": "a"}), json!({"id": "b"}), json!({"id": "c"})], 1, 10).await.unwrap();
+        records.save(&ds, vec![json!({"id": "a"}), json!({"id": "c"})], 2, 20).await.unwrap();
+        assert_eq!(records.delete_unseen(&ds, 2, 30).await.unwrap(), 1);
+        let deleted = records
+            .list(&ds, &ListQuery { actions: vec![Action::Deleted], limit: 100, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(ids(&deleted), vec![("b".into(), "DELETED".into())]);
+        // Saving it again brings it back as added.
+        let back = records.save(&ds, vec![json!({"id": "b"})], 3, 40).await.unwrap();
+        assert_eq!(back.added, 1);
+    }
 }
 
 #[tokio::test]
 async fn invalid_records_are_refused_with_their_position() {
-    let (records, _dir, conn) = store().await;
-    let ds = Dataset::new(conn, "Issue", None);
-    let e = records.save(&ds, vec![json!({"id": "ok"}), json!({"title": "no id"})], 1, 10).await.unwrap_err();
-    assert!(e.to_string().contains("record 1"), "{e}");
-    assert!(decode_cursor("garbage").is_err());
+    for (records, _scratch, conn) in stores().await {
+        let ds = Dataset::new(conn, "Issue", None);
+        let e = records.save(&ds, vec![json!({"id": "ok"}), json!({"title": "no id"})], 1, 10).await.unwrap_err();
+        assert!(e.to_string().contains("record 1"), "{e}");
+        assert!(decode_cursor("garbage").is_err());
+    }
 }
 
 #[tokio::test]
 async fn times_never_go_back_so_modified_after_and_filters_page_in_change_order() {
-    let (records, _dir, conn) = store().await;
-    let ds = Dataset::new(conn, "Issue", None);
-    records.save(&ds, vec![json!({"id": "a"}), json!({"id": "b"}), json!({"id": "c"})], 1, 100).await.unwrap();
-    // A writer whose clock is behind the dataset's last write stamps the last write's time.
-    records.save(&ds, vec![json!({"id": "a", "v": 2}), json!({"id": "d"})], 2, 50).await.unwrap();
-    records.delete(&ds, vec![json!({"id": "b"})], 200).await.unwrap();
-    let all = records.list(&ds, &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
-    let all_records = parsed(&all);
-    let times: Vec<&str> =
-        all_records.iter().map(|r| r["_nango_metadata"]["last_modified_at"].as_str().unwrap()).collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    for (records, _scratch, conn) in stores().await {
+        let ds = Dataset::new(conn, "Issue", None);
+        records.save(&ds, vec![json!({"id": "a"}), json!({"id": "b"}), json!({"id": "c"})], 1, 100).await.unwrap();
+        // A writer whose clock is behind the dataset's last write stamps the last write's time.
+        records.save(&ds, vec![json!({"id": "a", "v": 2}), json!({"id": "d"})], 2, 50).await.unwrap();
+        records.delete(&ds, vec![json!({"id": "b"})], 200).await.unwrap();
+        let all = records.list(&ds, &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
+        let all_records = parsed(&all);
+        let times: Vec<&str> =
+            all_records.iter().map(|r| r["_nango_metadata"]["last_modified_at"].as_str().unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
-    let since =
-        |t: i64, actions: Vec<Action>| ListQuery { modified_after: Some(t), actions, limit: 100, ..Default::default() };
-    let at_100 = records.list(&ds, &since(100, vec![])).await.unwrap();
-    assert_eq!(
-        ids(&at_100),
-        vec![
-            ("c".into(), "ADDED".into()),
-            ("a".into(), "UPDATED".into()),
-            ("d".into(), "ADDED".into()),
-            ("b".into(), "DELETED".into())
-        ]
-    );
-    assert_eq!(ids(&records.list(&ds, &since(101, vec![])).await.unwrap()), vec![("b".into(), "DELETED".into())]);
-    assert!(records.list(&ds, &since(201, vec![])).await.unwrap().records.is_empty());
+        let since = |t: i64, actions: Vec<Action>| ListQuery {
+            modified_after: Some(t),
+            actions,
+            limit: 100,
+            ..Default::default()
+        };
+        let at_100 = records.list(&ds, &since(100, vec![])).await.unwrap();
+        assert_eq!(
+            ids(&at_100),
+            vec![
+                ("c".into(), "ADDED".into()),
+                ("a".into(), "UPDATED".into()),
+                ("d".into(), "ADDED".into()),
+                ("b".into(), "DELETED".into())
+            ]
+        );
+        assert_eq!(ids(&records.list(&ds, &since(101, vec![])).await.unwrap()), vec![("b".into(), "DELETED".into())]);
+        assert!(records.list(&ds, &since(201, vec![])).await.unwrap().records.is_empty());
 
-    let two = records.list(&ds, &since(0, vec![Action::Updated, Action::Deleted])).await.unwrap();
-    assert_eq!(ids(&two), vec![("a".into(), "UPDATED".into()), ("b".into(), "DELETED".into())]);
-    let paged = records
-        .list(&ds, &ListQuery { actions: vec![Action::Added, Action::Updated], limit: 2, ..Default::default() })
-        .await
-        .unwrap();
-    assert_eq!(ids(&paged), vec![("c".into(), "ADDED".into()), ("a".into(), "UPDATED".into())]);
-    let rest = records
-        .list(
-            &ds,
-            &ListQuery {
-                after_seq: Some(decode_cursor(paged.next_cursor.as_deref().unwrap()).unwrap()),
-                actions: vec![Action::Added, Action::Updated, Action::Added],
-                limit: 2,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(ids(&rest), vec![("d".into(), "ADDED".into())]);
-    assert!(rest.next_cursor.is_none());
-    let every = records
-        .list(
-            &ds,
-            &ListQuery {
-                actions: vec![Action::Added, Action::Updated, Action::Deleted],
-                limit: 100,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(every.records.len(), 4);
+        let two = records.list(&ds, &since(0, vec![Action::Updated, Action::Deleted])).await.unwrap();
+        assert_eq!(ids(&two), vec![("a".into(), "UPDATED".into()), ("b".into(), "DELETED".into())]);
+        let paged = records
+            .list(&ds, &ListQuery { actions: vec![Action::Added, Action::Updated], limit: 2, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(ids(&paged), vec![("c".into(), "ADDED".into()), ("a".into(), "UPDATED".into())]);
+        let rest = records
+            .list(
+                &ds,
+                &ListQuery {
+                    after_seq: Some(decode_cursor(paged.next_cursor.as_deref().unwrap()).unwrap()),
+                    actions: vec![Action::Added, Action::Updated, Action::Added],
+                    limit: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&rest), vec![("d".into(), "ADDED".into())]);
+        assert!(rest.next_cursor.is_none());
+        let every = records
+            .list(
+                &ds,
+                &ListQuery {
+                    actions: vec![Action::Added, Action::Updated, Action::Deleted],
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(every.records.len(), 4);
+    }
 }
 
 fn stored_row(data: &str) -> StoredRow {

@@ -111,6 +111,8 @@ struct Change {
     seq: i64,
     deleted_at: Option<i64>,
     action: Action,
+    /// Whether the dataset has a row for this id (a live or a deleted record).
+    stored: bool,
 }
 
 impl Records {
@@ -290,7 +292,7 @@ fn classify(
             Action::Deleted => summary.deleted += 1,
         }
         let seq = head.last_seq + changes.len() as i64 + 1;
-        changes.push(Change { external_id, data, hash, seq, deleted_at, action });
+        changes.push(Change { external_id, data, hash, seq, deleted_at, action, stored: before.is_some() });
     }
     Ok((changes, unchanged, summary))
 }
@@ -419,6 +421,10 @@ const ON_CONFLICT: &str = " ON CONFLICT (connection, model, external_id) DO UPDA
     seen_run = CASE WHEN excluded.seen_run > records.seen_run THEN excluded.seen_run ELSE records.seen_run END,
     first_seen_at = CASE WHEN excluded.last_action = 'ADDED' THEN excluded.first_seen_at ELSE records.first_seen_at END";
 
+/// Writes the changes: a plain INSERT for the ids the dataset has no row for, an upsert for the
+/// others. The dataset's lock keeps other writers from adding rows in between, and a plain
+/// INSERT skips the speculative insertion an upsert makes for every row; the upsert stays for
+/// stored rows, which a `clear` may have removed since they were read.
 async fn pg_upsert(
     tx: &mut Transaction<'_, Postgres>,
     dataset: &Dataset,
@@ -426,36 +432,39 @@ async fn pg_upsert(
     run: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    if changes.is_empty() {
-        return Ok(());
+    let (stored, new): (Vec<&Change>, Vec<&Change>) = changes.iter().partition(|c| c.stored);
+    for (rows, conflict) in [(new, ""), (stored, ON_CONFLICT)] {
+        if rows.is_empty() {
+            continue;
+        }
+        let ids: Vec<&str> = rows.iter().map(|c| c.external_id.as_str()).collect();
+        let data: Vec<&str> = rows.iter().map(|c| c.data.as_str()).collect();
+        let hashes: Vec<&str> = rows.iter().map(|c| c.hash.as_str()).collect();
+        let seqs: Vec<i64> = rows.iter().map(|c| c.seq).collect();
+        let deleted: Vec<Option<i64>> = rows.iter().map(|c| c.deleted_at).collect();
+        let actions: Vec<&str> = rows.iter().map(|c| c.action.as_str()).collect();
+        let sql = format!(
+            "INSERT INTO records (connection, model, external_id, data, data_hash, seq, first_seen_at,
+                 last_modified_at, deleted_at, last_action, seen_run)
+             SELECT $1, $2, t.external_id, t.data, t.data_hash, t.seq, $3, $3, t.deleted_at, t.last_action, $4
+             FROM UNNEST($5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[])
+                 AS t(external_id, data, data_hash, seq, deleted_at, last_action)
+             {conflict}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(dataset.connection)
+            .bind(&dataset.model)
+            .bind(now)
+            .bind(run)
+            .bind(&ids)
+            .bind(&data)
+            .bind(&hashes)
+            .bind(&seqs)
+            .bind(&deleted)
+            .bind(&actions)
+            .execute(&mut **tx)
+            .await?;
     }
-    let ids: Vec<&str> = changes.iter().map(|c| c.external_id.as_str()).collect();
-    let data: Vec<&str> = changes.iter().map(|c| c.data.as_str()).collect();
-    let hashes: Vec<&str> = changes.iter().map(|c| c.hash.as_str()).collect();
-    let seqs: Vec<i64> = changes.iter().map(|c| c.seq).collect();
-    let deleted: Vec<Option<i64>> = changes.iter().map(|c| c.deleted_at).collect();
-    let actions: Vec<&str> = changes.iter().map(|c| c.action.as_str()).collect();
-    let sql = format!(
-        "INSERT INTO records (connection, model, external_id, data, data_hash, seq, first_seen_at,
-             last_modified_at, deleted_at, last_action, seen_run)
-         SELECT $1, $2, t.external_id, t.data, t.data_hash, t.seq, $3, $3, t.deleted_at, t.last_action, $4
-         FROM UNNEST($5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[])
-             AS t(external_id, data, data_hash, seq, deleted_at, last_action)
-         {ON_CONFLICT}"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(dataset.connection)
-        .bind(&dataset.model)
-        .bind(now)
-        .bind(run)
-        .bind(&ids)
-        .bind(&data)
-        .bind(&hashes)
-        .bind(&seqs)
-        .bind(&deleted)
-        .bind(&actions)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 

@@ -6,23 +6,34 @@
  *   call(op, op_len, arg, arg_len) -> len   performs `op` with a JSON argument and keeps the
  *                                           JSON answer, `len` bytes long;
  *   response(dst)                           copies the kept answer to `dst`.
- * and exports `alloc` (for the host to place the entry source) and `run(src, len)`, which
- * evaluates the entry module, drives promises to completion and returns 0, or 1 after having
- * reported the failure through `call("fail", …)`.
+ * and exports `alloc` (for the host to place a source), `init(src, len)` and `run(src, len)`.
+ * Both evaluate a module and drive promises to completion, returning 0, or 1 after having
+ * reported the failure through `call("fail", …)`. `init` sets the engine up and evaluates a
+ * prelude (the SDK's modules, loaded then and kept): the host calls it once and snapshots the
+ * instance's memory, so that every run starts from an engine ready to run. `run` evaluates the
+ * entry module in that engine, or in a fresh one when `init` never ran.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "quickjs.h"
+/* Compiled in this file rather than beside it: a run restored from a snapshot must reseed the
+ * context's random state and restart its clock, which QuickJS keeps in private fields. */
+#include "quickjs.c"
 
 __attribute__((import_module("latchkey"), import_name("call")))
 int32_t host_call(const char *op, int32_t op_len, const char *arg, int32_t arg_len);
 __attribute__((import_module("latchkey"), import_name("response")))
 void host_response(char *dst);
 
+/* One byte more, zeroed: QuickJS parses only NUL-terminated sources, and memory restored from a
+ * snapshot is not zero where malloc hands it out again. */
 __attribute__((export_name("alloc")))
-void *lk_alloc(int32_t size) { return malloc((size_t)size); }
+void *lk_alloc(int32_t size) {
+    char *p = malloc((size_t)size + 1);
+    if (p) p[size] = 0;
+    return p;
+}
 
 /* Calls the host and returns its answer as a malloc'd, NUL-terminated string. */
 static char *host(const char *op, const char *arg, size_t arg_len, int32_t *out_len) {
@@ -102,19 +113,24 @@ static void report_exception(JSContext *ctx) {
     JS_FreeValue(ctx, error);
 }
 
-__attribute__((export_name("run")))
-int32_t run(const char *entry, int32_t entry_len) {
-    JSRuntime *rt = JS_NewRuntime();
-    if (!rt) return 2;
-    JSContext *ctx = JS_NewContext(rt);
-    if (!ctx) return 2;
+static JSRuntime *rt;
+static JSContext *ctx;
+
+static int setup(void) {
+    rt = JS_NewRuntime();
+    if (!rt) return 0;
+    ctx = JS_NewContext(rt);
+    if (!ctx) return 0;
     JS_SetModuleLoaderFunc(rt, NULL, load_module, NULL);
     JSValue global = JS_GetGlobalObject(ctx);
     JS_SetPropertyStr(ctx, global, "__host", JS_NewCFunction(ctx, js_host, "__host", 2));
     JS_FreeValue(ctx, global);
+    return 1;
+}
 
-    int32_t status = 0;
-    JSValue promise = JS_Eval(ctx, entry, (size_t)entry_len, "latchkey:entry", JS_EVAL_TYPE_MODULE);
+/* Evaluates a module and runs every job it queues; 0, or 1 once the failure is reported. */
+static int32_t evaluate(const char *source, int32_t len, const char *name) {
+    JSValue promise = JS_Eval(ctx, source, (size_t)len, name, JS_EVAL_TYPE_MODULE);
     if (JS_IsException(promise)) {
         report_exception(ctx);
         return 1;
@@ -128,6 +144,7 @@ int32_t run(const char *entry, int32_t entry_len) {
         }
         if (ran == 0) break;
     }
+    int32_t status = 0;
     switch (JS_PromiseState(ctx, promise)) {
     case JS_PROMISE_REJECTED:
         JS_Throw(ctx, JS_PromiseResult(ctx, promise));
@@ -143,6 +160,28 @@ int32_t run(const char *entry, int32_t entry_len) {
     default:
         break;
     }
-    /* The instance is thrown away after one run; freeing the runtime would only cost time. */
+    JS_FreeValue(ctx, promise);
     return status;
+}
+
+__attribute__((export_name("init")))
+int32_t init(const char *prelude, int32_t prelude_len) {
+    if (rt || !setup()) return 2;
+    return evaluate(prelude, prelude_len, "latchkey:prelude");
+}
+
+__attribute__((export_name("run")))
+int32_t run(const char *entry, int32_t entry_len) {
+    if (rt) {
+        /* What a snapshot froze and must differ from run to run: Math.random's seed, the origin
+         * of performance.now(), and where the stack starts. */
+        ctx->random_state = (uint64_t)js__hrtime_ns() ^ ((uint64_t)js__gettimeofday_us() << 20);
+        if (ctx->random_state == 0) ctx->random_state = 1;
+        if (JS_AddPerformance(ctx)) return 2;
+        JS_UpdateStackTop(rt);
+    } else if (!setup()) {
+        return 2;
+    }
+    /* The instance is thrown away after one run; freeing the runtime would only cost time. */
+    return evaluate(entry, entry_len, "latchkey:entry");
 }
