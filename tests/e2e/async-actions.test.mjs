@@ -9,7 +9,7 @@ import { Nango } from '@nangohq/node';
 
 import { databases } from '../support/db.mjs';
 import { startGateway } from '../support/gateway.mjs';
-import { GITHUB_TOKEN, githubCatalog, startGithub } from '../support/github.mjs';
+import { githubCatalog, importGithubConnection, startGithub, TWO_LABELS } from '../support/github.mjs';
 import { eventually, startReceiver } from '../support/webhooks.mjs';
 
 const CONFIG = (receiverUrl) => `catalogs: [test-catalog.yaml]
@@ -56,10 +56,7 @@ for (const db of databases()) {
         before(async () => {
             receiver = await startReceiver();
             github = await startGithub();
-            github.state.labels = [
-                { id: 1, name: 'bug', color: 'red', description: null },
-                { id: 2, name: 'docs', color: 'blue', description: null }
-            ];
+            github.state.labels = structuredClone(TWO_LABELS);
             gateway = await startGateway({
                 db,
                 config: CONFIG(receiver.url),
@@ -67,12 +64,7 @@ for (const db of databases()) {
                 env: { LATCHKEY_SYNC_STALE_MS: '3000' }
             });
             nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url });
-            const imported = await gateway.fetch('/connections', {
-                method: 'POST',
-                headers: { 'content-type': 'application/json' },
-                body: JSON.stringify({ provider_config_key: KEY, connection_id: CONN, credentials: { type: 'OAUTH2', access_token: GITHUB_TOKEN } })
-            });
-            assert.equal(imported.status, 201, await imported.text());
+            await importGithubConnection(gateway, KEY, CONN);
         });
 
         after(async () => {

@@ -12,7 +12,7 @@ import { Nango } from '@nangohq/node';
 
 import { databases } from '../support/db.mjs';
 import { BIN, REPO, startGateway } from '../support/gateway.mjs';
-import { GITHUB_TOKEN, githubCatalog, startGithub } from '../support/github.mjs';
+import { GITHUB_TOKEN, githubCatalog, importGithubConnection, startGithub } from '../support/github.mjs';
 import { failureOf, runSync, syncStatus } from '../support/syncs.mjs';
 import { startReceiver } from '../support/webhooks.mjs';
 
@@ -146,16 +146,7 @@ for (const db of databases()) {
                 env: { LATCHKEY_FUNCTION_TIMEOUT_MS: '4000', LATCHKEY_FUNCTION_MEMORY_MB: '64', LATCHKEY_SYNC_STALE_MS: '3000', HOOK_SECRET: SIGNING_SECRET }
             });
             nango = new Nango({ secretKey: gateway.secretKey, host: gateway.url, webhookSigningKey: SIGNING_SECRET });
-            const imported = await gateway.fetch('/connections', {
-                method: 'POST',
-                headers: { 'content-type': 'application/json' },
-                body: JSON.stringify({
-                    provider_config_key: 'github',
-                    connection_id: 'octo',
-                    credentials: { type: 'OAUTH2', access_token: GITHUB_TOKEN }
-                })
-            });
-            assert.equal(imported.status, 201, await imported.text());
+            await importGithubConnection(gateway, 'github', 'octo');
             await nango.setMetadata('github', 'octo', { owner: 'octo', repo: 'hello' });
         });
 

@@ -5,6 +5,22 @@ import { startUpstream } from './upstream.mjs';
 
 export const GITHUB_TOKEN = 'gho_loopback_token';
 
+/** The labels most sync tests start from. */
+export const TWO_LABELS = [
+    { id: 1, name: 'bug', color: 'red', description: null },
+    { id: 2, name: 'docs', color: 'blue', description: null }
+];
+
+/** Imports a connection to the loopback GitHub with its token, through POST /connections. */
+export async function importGithubConnection(gateway, providerConfigKey, connectionId) {
+    const r = await gateway.fetch('/connections', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ provider_config_key: providerConfigKey, connection_id: connectionId, credentials: { type: 'OAUTH2', access_token: GITHUB_TOKEN } })
+    });
+    if (r.status !== 201) throw new Error(`cannot import connection ${connectionId}: ${r.status} ${await r.text()}`);
+}
+
 /** The catalog entry of a provider shaped like GitHub's, pointed at `url`. */
 export function githubCatalog(url) {
     return `
