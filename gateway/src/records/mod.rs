@@ -331,9 +331,6 @@ fn push_field(out: &mut String, key: &str, value: &str) -> Result<(), serde_json
 
 /// `text` as a JSON string, quoted and escaped.
 fn json_string(text: &str) -> Result<String, serde_json::Error> {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        return Ok(format!("\"{text}\""));
-    }
     serde_json::to_string(text)
 }
 
