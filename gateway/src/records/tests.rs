@@ -2,10 +2,21 @@ use serde_json::json;
 
 use super::*;
 
-/// A fresh records store with one connection on each database the tests run against: a SQLite
-/// file, and a new PostgreSQL database on the server named by DATABASE_URL (default the local
-/// one) unless LATCHKEY_TEST_DATABASES leaves it out, as the end-to-end tests do.
+/// A fresh records store with one connection on each database the tests run against.
 async fn stores() -> Vec<(Records, scratch::Scratch, i64)> {
+    let mut out = Vec::new();
+    for (db, scratch) in databases().await {
+        db.migrate().await.unwrap();
+        let id = add_connection(&db).await;
+        out.push((Records::new(db), scratch, id));
+    }
+    out
+}
+
+/// An empty database of each kind the tests run against: a SQLite file, and a new PostgreSQL
+/// database on the server named by DATABASE_URL (default the local one) unless
+/// LATCHKEY_TEST_DATABASES leaves it out, as the end-to-end tests do.
+async fn databases() -> Vec<(Db, scratch::Scratch)> {
     let wanted = std::env::var("LATCHKEY_TEST_DATABASES").unwrap_or_else(|_| "sqlite,postgres".into());
     let mut out = Vec::new();
     for kind in wanted.split(',').map(str::trim) {
@@ -14,20 +25,21 @@ async fn stores() -> Vec<(Records, scratch::Scratch, i64)> {
             "postgres" => scratch::Scratch::postgres().await,
             other => panic!("LATCHKEY_TEST_DATABASES names `{other}`"),
         };
-        let db = Db::connect(&scratch.url).await.unwrap();
-        db.migrate().await.unwrap();
-        let id: i64 = crate::with_pool!(&db, pool => sqlx::query_scalar(
-            "INSERT INTO connections (provider_config_key, connection_id, provider, credentials, credentials_nonce,
-                 credentials_key_id, created_at, updated_at)
-             VALUES ('gh', 'c1', 'github', $1, $1, 'k', 0, 0) RETURNING id",
-        )
-        .bind(vec![0u8])
-        .fetch_one(pool)
-        .await
-        .unwrap());
-        out.push((Records::new(db), scratch, id));
+        out.push((Db::connect(&scratch.url).await.unwrap(), scratch));
     }
     out
+}
+
+async fn add_connection(db: &Db) -> i64 {
+    crate::with_pool!(db, pool => sqlx::query_scalar(
+        "INSERT INTO connections (provider_config_key, connection_id, provider, credentials, credentials_nonce,
+             credentials_key_id, created_at, updated_at)
+         VALUES ('gh', 'c1', 'github', $1, $1, 'k', 0, 0) RETURNING id",
+    )
+    .bind(vec![0u8])
+    .fetch_one(pool)
+    .await
+    .unwrap())
 }
 
 mod scratch {
@@ -160,6 +172,55 @@ async fn a_full_sync_deletes_what_it_did_not_see() {
         // Saving it again brings it back as added.
         let back = records.save(&ds, vec![json!({"id": "b"})], 3, 40).await.unwrap();
         assert_eq!(back.added, 1);
+    }
+}
+
+#[tokio::test]
+async fn records_stored_before_the_primary_key_change_keep_their_place_and_their_cascade() {
+    for (db, _scratch) in databases().await {
+        // Migration 9 replaced the surrogate key and the foreign key; records written before it
+        // must come through whole, and deleting their connection must still remove them.
+        db.migrate_to(8).await.unwrap();
+        let conn = add_connection(&db).await;
+        let live = r#"{"id":"a","t":1}"#;
+        crate::with_pool!(&db, pool => {
+            sqlx::query("INSERT INTO record_datasets (connection, model, last_seq, last_modified_at) VALUES ($1, 'Issue', 2, 20)")
+                .bind(conn)
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO records (connection, model, external_id, data, data_hash, seq, first_seen_at,
+                     last_modified_at, deleted_at, last_action, seen_run)
+                 VALUES ($1, 'Issue', 'a', $2, $3, 1, 10, 10, NULL, 'ADDED', 1),
+                        ($1, 'Issue', 'b', '{\"id\":\"b\"}', 'x', 2, 10, 20, 20, 'DELETED', 1)",
+            )
+            .bind(conn)
+            .bind(live)
+            .bind(content_hash(live))
+            .execute(pool)
+            .await
+            .unwrap();
+        });
+        db.migrate().await.unwrap();
+
+        let records = Records::new(db.clone());
+        let ds = Dataset::new(conn, "Issue", None);
+        let page = records.list(&ds, &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(ids(&page), vec![("a".into(), "ADDED".into()), ("b".into(), "DELETED".into())]);
+        assert_eq!(parsed(&page)[0]["t"], 1);
+        let again = records.save(&ds, vec![json!({"id": "a", "t": 1}), json!({"id": "c"})], 2, 30).await.unwrap();
+        assert_eq!((again.unchanged, again.added), (1, 1));
+        let after = records.list(&ds, &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(ids(&after).last(), Some(&("c".into(), "ADDED".into())));
+
+        let other = Dataset::new(conn, "Issue", Some("eu"));
+        records.save(&other, vec![json!({"id": "a"})], 2, 30).await.unwrap();
+        crate::with_pool!(&db, pool => {
+            sqlx::query("DELETE FROM connections WHERE id = $1").bind(conn).execute(pool).await.unwrap();
+        });
+        let left: i64 = crate::with_pool!(&db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM records").fetch_one(pool).await.unwrap());
+        assert_eq!(left, 0);
     }
 }
 

@@ -96,8 +96,6 @@ struct Incoming {
 }
 
 struct Existing {
-    /// The row's primary key.
-    id: i64,
     hash: String,
     deleted: bool,
     data: Option<String>,
@@ -152,12 +150,13 @@ impl Records {
             let head = lock_dataset!(tx, dataset, now)?;
             let done = sqlx::query(
                 "WITH doomed AS (
-                     SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM records
+                     SELECT external_id, ROW_NUMBER() OVER (ORDER BY seq) AS n FROM records
                      WHERE connection = $1 AND model = $2 AND deleted_at IS NULL AND seen_run < $3
                  )
                  UPDATE records SET deleted_at = $4, last_modified_at = $4, last_action = 'DELETED',
                      seq = $5 + doomed.n
-                 FROM doomed WHERE records.id = doomed.id",
+                 FROM doomed
+                 WHERE records.connection = $1 AND records.model = $2 AND records.external_id = doomed.external_id",
             )
             .bind(dataset.connection)
             .bind(&dataset.model)
@@ -195,11 +194,16 @@ impl Records {
                 let (changes, unchanged, summary) = classify(incoming, &existing, mode, head)?;
                 pg_upsert(&mut tx, dataset, &changes, run, head.now).await?;
                 if run > 0 && !unchanged.is_empty() {
-                    sqlx::query("UPDATE records SET seen_run = $1 WHERE id = ANY($2)")
-                        .bind(run)
-                        .bind(&unchanged)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE records SET seen_run = $1
+                         WHERE connection = $2 AND model = $3 AND external_id = ANY($4)",
+                    )
+                    .bind(run)
+                    .bind(dataset.connection)
+                    .bind(&dataset.model)
+                    .bind(&unchanged)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 set_head!(tx, dataset, head.after(changes.len()))?;
                 tx.commit().await?;
@@ -215,10 +219,15 @@ impl Records {
                 if run > 0 {
                     for chunk in unchanged.chunks(SQLITE_ROWS_PER_STATEMENT) {
                         let mut q = QueryBuilder::<Sqlite>::new("UPDATE records SET seen_run = ");
-                        q.push_bind(run).push(" WHERE id IN (");
+                        q.push_bind(run)
+                            .push(" WHERE connection = ")
+                            .push_bind(dataset.connection)
+                            .push(" AND model = ")
+                            .push_bind(&dataset.model)
+                            .push(" AND external_id IN (");
                         let mut list = q.separated(", ");
                         for id in chunk {
-                            list.push_bind(*id);
+                            list.push_bind(id);
                         }
                         q.push(")");
                         q.build().execute(&mut *tx).await?;
@@ -249,13 +258,13 @@ fn incoming(dataset: &Dataset, records: Vec<Value>) -> Result<Vec<Incoming>, Rec
 }
 
 /// Decides what each incoming record does and numbers the changes after the dataset's head.
-/// Also returns the row ids of the records that did not change.
+/// Also returns the ids of the records that did not change.
 fn classify(
     incoming: Vec<Incoming>,
     existing: &HashMap<String, Existing>,
     mode: Mode,
     head: Head,
-) -> Result<(Vec<Change>, Vec<i64>, Summary), RecordsError> {
+) -> Result<(Vec<Change>, Vec<String>, Summary), RecordsError> {
     let mut changes = Vec::with_capacity(incoming.len());
     let mut unchanged = Vec::new();
     let mut summary = Summary::default();
@@ -280,7 +289,7 @@ fn classify(
             (Mode::Delete, _) => Action::Deleted,
             (_, Some(e)) if e.hash == hash => {
                 summary.unchanged += 1;
-                unchanged.push(e.id);
+                unchanged.push(external_id);
                 continue;
             }
             (_, Some(_)) => Action::Updated,
@@ -321,10 +330,10 @@ async fn pg_existing(
     with_data: bool,
 ) -> Result<HashMap<String, Existing>, sqlx::Error> {
     let sql = if with_data {
-        "SELECT external_id, id, data_hash, deleted_at IS NOT NULL, data FROM records
+        "SELECT external_id, data_hash, deleted_at IS NOT NULL, data FROM records
          WHERE connection = $1 AND model = $2 AND external_id = ANY($3)"
     } else {
-        "SELECT external_id, id, data_hash, deleted_at IS NOT NULL, NULL::text FROM records
+        "SELECT external_id, data_hash, deleted_at IS NOT NULL, NULL::text FROM records
          WHERE connection = $1 AND model = $2 AND external_id = ANY($3)"
     };
     let rows = sqlx::query(sql).bind(dataset.connection).bind(&dataset.model).bind(ids).fetch_all(&mut **tx).await?;
@@ -376,16 +385,15 @@ fn keep_statistics_fresh(pool: &sqlx::PgPool, changed: usize) {
     });
 }
 
-/// A stored row from columns 1 to 4 of a lookup: id, hash, whether deleted, data.
+/// A stored row from columns 1 to 3 of a lookup: hash, whether deleted, data.
 fn existing_row<R: Row>(row: &R) -> Result<Existing, sqlx::Error>
 where
     usize: sqlx::ColumnIndex<R>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     bool: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    Ok(Existing { id: row.try_get(1)?, hash: row.try_get(2)?, deleted: row.try_get(3)?, data: row.try_get(4)? })
+    Ok(Existing { hash: row.try_get(1)?, deleted: row.try_get(2)?, data: row.try_get(3)? })
 }
 
 async fn sqlite_existing(
@@ -398,7 +406,7 @@ async fn sqlite_existing(
     for chunk in ids.chunks(SQLITE_ROWS_PER_STATEMENT * 4) {
         let columns = if with_data { "data" } else { "NULL" };
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT external_id, id, data_hash, deleted_at IS NOT NULL, {columns} FROM records WHERE connection = "
+            "SELECT external_id, data_hash, deleted_at IS NOT NULL, {columns} FROM records WHERE connection = "
         ));
         q.push_bind(dataset.connection).push(" AND model = ").push_bind(&dataset.model).push(" AND external_id IN (");
         let mut list = q.separated(", ");

@@ -120,9 +120,15 @@ impl Db {
 
     /// Applies the migrations embedded in the binary.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrate_to(i64::MAX).await
+    }
+
+    /// Applies the embedded migrations up to `version`: tests start from an older schema with it
+    /// to check that a migration keeps what was stored.
+    pub(crate) async fn migrate_to(&self, version: i64) -> Result<(), StoreError> {
         match self {
-            Db::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
-            Db::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+            Db::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run_to(version, pool).await?,
+            Db::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run_to(version, pool).await?,
         }
         Ok(())
     }
