@@ -1,7 +1,8 @@
 // Async actions are durable tasks: one accepted with 202 finishes although the gateway is
 // killed (SIGKILL) during its run or during its back-off, retries counting the attempt the
 // kill cut short; one with no retries left fails with a clear error; on PostgreSQL another node
-// takes it up and any node reads the result; finished results are pruned after their retention.
+// takes it up and any node reads the result; a result is never readable without its webhook
+// stored; finished results are pruned after their retention.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
@@ -95,6 +96,15 @@ for (const db of databases()) {
                 { what: 'the async action', timeoutMs: 30_000 }
             );
 
+        /** Checks that the async_action webhook of a finished action is stored on `node` as soon as
+         * its result is readable: the two are committed together. */
+        async function webhookStored(node, statusUrl) {
+            const res = await node.fetch('/webhooks/deliveries?type=async_action');
+            assert.equal(res.status, 200);
+            const stored = (await res.json()).deliveries.filter((d) => d.payload.payload.statusUrl === statusUrl);
+            assert.equal(stored.length, 1, 'the webhook is stored with the result');
+        }
+
         const attempts = async () => (await nango.getMetadata(KEY, CONN)).attempts;
         const labelReads = () => github.requests.filter((r) => r.url === '/repos/octo/hello/labels').length;
 
@@ -128,6 +138,7 @@ for (const db of databases()) {
             await killDuringRun(gateway, reads);
             await restart();
             const done = await outcome(gateway, statusUrl);
+            await webhookStored(gateway, statusUrl);
             assert.equal(done.status, 200, JSON.stringify(done.body));
             assert.deepEqual(done.body, { attempts: 2, labels: 2 });
             assert.deepEqual(await nango.getAsyncActionResult({ statusUrl }), { attempts: 2, labels: 2 });
@@ -143,6 +154,7 @@ for (const db of databases()) {
             await killDuringRun(gateway, reads);
             await restart();
             const done = await outcome(gateway, statusUrl);
+            await webhookStored(gateway, statusUrl);
             assert.equal(done.status, 500, JSON.stringify(done.body));
             assert.equal(done.body.error.message, 'the node running it stopped');
             await new Promise((r) => setTimeout(r, 1_500));
@@ -182,6 +194,7 @@ for (const db of databases()) {
                     const statusUrl = await trigger(gateway, 'count-labels', {}, 1);
                     await killDuringRun(gateway, reads);
                     const done = await outcome(second, statusUrl);
+                    await webhookStored(second, statusUrl);
                     assert.equal(done.status, 200, JSON.stringify(done.body));
                     assert.deepEqual(done.body, { attempts: 2, labels: 2 });
                     assert.match(second.output, /async action\(s\) whose node stopped during an attempt run again/);

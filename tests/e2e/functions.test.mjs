@@ -360,7 +360,8 @@ for (const db of databases()) {
             assert.equal(full.latestExecutionStatus, 'SUCCESS');
             assert.equal(full.recordCount.GithubIssue, github.state.issues.length);
             const r = await failureOf(nango.triggerSync('github', ['no-such-sync'], 'octo'));
-            assert.equal(r.status, 404);
+            assert.equal(r.status, 400);
+            assert.equal(r.body.error.code, 'unknown_sync');
         });
 
         it('marks a run killed with SIGKILL failed and runs it again, losing and doubling nothing', async () => {

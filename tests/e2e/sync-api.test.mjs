@@ -1,7 +1,8 @@
-// Nango's sync and action controls beyond start/pause/trigger, end to end through @nangohq/node:
-// per-connection sync frequencies (which the scheduler follows, across a restart and a config
-// reload), sync variants (their own schedule and records, deleted without touching another
-// variant's), and retries of async actions (X-Max-Retries).
+// Nango's sync and action controls, end to end through @nangohq/node: per-connection sync
+// frequencies (which the scheduler follows, across a restart and a config reload), sync variants
+// (their own schedule and records, deleted without touching another variant's), Nango's answers
+// of start/pause/trigger and the status for what does not exist, and retries of async actions
+// (X-Max-Retries).
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -279,6 +280,42 @@ for (const db of databases()) {
             });
             assert.equal(missing.status, 400);
             assert.match((await missing.json()).error.message, /`frequency` is required/);
+        });
+
+        it('answers the sync commands and the status for unknown connections, syncs and variants as Nango does', async () => {
+            const commands = {
+                trigger: (syncs, connectionId) => nango.triggerSync(KEY, syncs, connectionId),
+                start: (syncs, connectionId) => nango.startSync(KEY, syncs, connectionId),
+                pause: (syncs, connectionId) => nango.pauseSync(KEY, syncs, connectionId)
+            };
+            for (const [name, command] of Object.entries(commands)) {
+                let r = await failureOf(command(['labels'], 'nobody'));
+                assert.equal(r.status, 404, name);
+                assert.equal(r.body.error.code, 'unknown_connection', name);
+                assert.match(r.body.error.message, /nobody/, name);
+                r = await failureOf(command(['no-such-sync'], CONN));
+                assert.equal(r.status, 400, name);
+                assert.equal(r.body.error.code, 'unknown_sync', name);
+                assert.match(r.body.error.message, /no sync `no-such-sync`/, name);
+                r = await failureOf(command(['flaky'], CONN));
+                assert.equal(r.status, 400, name);
+                assert.equal(r.body.error.code, 'unknown_sync', `${name}: an action is not a sync`);
+                r = await failureOf(command([{ name: 'labels', variant: 'nope' }], CONN));
+                assert.equal(r.status, 400, name);
+                assert.equal(r.body.error.code, 'unknown_sync', name);
+                assert.match(r.body.error.message, /no variant `nope`/, name);
+                r = await failureOf(command([{ name: 'labels', variant: 'nope' }]));
+                assert.equal(r.status, 400, name);
+                assert.equal(r.body.error.code, 'no_syncs_found', `${name}: no connection has the variant`);
+            }
+            assert.equal((await nango.pauseSync(KEY, ['labels'])).status, 200, 'every connection with the sync');
+            assert.equal((await status('labels')).status, 'PAUSED');
+
+            const r = await failureOf(nango.syncStatus(KEY, ['labels'], 'nobody'));
+            assert.equal(r.status, 400);
+            assert.equal(r.body.error.code, 'invalid_body');
+            const { syncs } = await nango.syncStatus(KEY, ['no-such-sync', 'labels', { name: 'labels', variant: 'nope' }], CONN);
+            assert.deepEqual(syncs.map((s) => [s.name, s.variant]), [['labels', 'base']], 'names that match nothing are left out');
         });
 
         /** Starts the flaky action asynchronously with these extra headers; returns its status URL. */

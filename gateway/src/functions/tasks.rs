@@ -17,10 +17,10 @@ use super::catalog::Kind;
 use super::invoke;
 use crate::app::App;
 use crate::connection::Connection;
-use crate::store::{Db, StoreError};
+use crate::store::{Db, StoreError, Tx};
 use crate::time::now_millis;
-use crate::webhooks::Event;
-use crate::with_pool;
+use crate::webhooks::{Event, Webhooks};
+use crate::{with_pool, with_tx};
 
 /// Attempts each node runs at once from its scheduler (an action started by the node that
 /// accepted it does not wait for one of these).
@@ -162,18 +162,20 @@ pub async fn tick(app: &Arc<App>, permits: &Arc<tokio::sync::Semaphore>) -> Resu
 }
 
 /// Tasks RUNNING with a heartbeat older than `heartbeat_before` were cut short with their node:
-/// the attempt counts, and the task waits for its next one if retries are left, else it fails.
+/// the attempt counts, and the task waits for its next one if retries are left, else it fails
+/// (its webhook queued in the same transaction).
 pub async fn take_over(app: &App, heartbeat_before: i64) -> Result<(), StoreError> {
     let now = now_millis();
     let error = json!({ "type": "action_interrupted", "message": NODE_STOPPED }).to_string();
-    let (again, failed): (u64, Vec<(String, i64)>) = with_pool!(&app.store.db, pool => {
+    let mut tx = app.store.db.begin_write().await?;
+    let (again, failed): (u64, Vec<(String, i64)>) = with_tx!(&mut tx, conn => {
         let again = sqlx::query(
             "UPDATE action_runs SET status = 'PENDING', next_attempt_at = $2, updated_at = $2
              WHERE status = 'RUNNING' AND heartbeat_at < $1 AND attempts <= max_retries",
         )
         .bind(heartbeat_before)
         .bind(now)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         let failed = sqlx::query_as(
@@ -184,16 +186,23 @@ pub async fn take_over(app: &App, heartbeat_before: i64) -> Result<(), StoreErro
         .bind(heartbeat_before)
         .bind(now)
         .bind(&error)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         (again, failed)
     });
+    let mut queued = 0;
+    for (id, connection) in &failed {
+        queued += queue_webhook(&app.webhooks, &mut tx, *connection, id).await?;
+    }
+    tx.commit().await?;
+    if queued > 0 {
+        app.webhooks.wake();
+    }
     if again > 0 {
         tracing::warn!("{again} async action(s) whose node stopped during an attempt run again");
     }
-    for (id, connection) in failed {
+    for (id, _) in failed {
         tracing::warn!(id = %id, "async action failed: {NODE_STOPPED} and its retries are spent");
-        notify(app, connection, &id).await;
     }
     Ok(())
 }
@@ -233,7 +242,7 @@ async fn connection_of(app: &App, connection: i64) -> Result<Option<Arc<Connecti
 }
 
 /// Runs one attempt under a lease and records what follows: a retry after a back-off, or the
-/// result (then the webhook).
+/// result with its webhook.
 async fn execute(app: &Arc<App>, task: Claimed) {
     let heartbeat = tokio::spawn(crate::scheduler::heartbeat(format!("async action {}", task.id), {
         let (db, id, attempt) = (app.store.db.clone(), task.id.clone(), task.attempt);
@@ -254,7 +263,6 @@ async fn execute(app: &Arc<App>, task: Claimed) {
     }));
     let outcome = attempt(app, &task).await;
     heartbeat.abort();
-    let now = now_millis();
     let recorded = match &outcome {
         Err(error) if task.attempt <= task.max_retries => {
             let retry = u32::try_from(task.attempt).unwrap_or(u32::MAX);
@@ -266,6 +274,7 @@ async fn execute(app: &Arc<App>, task: Claimed) {
                 error["message"].as_str().unwrap_or("no message"),
                 task.max_retries
             );
+            let now = now_millis();
             let due = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
             with_pool!(&app.store.db, pool => sqlx::query(
                 "UPDATE action_runs SET status = 'PENDING', next_attempt_at = $3, updated_at = $4
@@ -277,32 +286,46 @@ async fn execute(app: &Arc<App>, task: Claimed) {
             .bind(now)
             .execute(pool)
             .await
-            .map(|_| false))
+            .map(|_| ())
+            .map_err(StoreError::from))
         }
-        _ => {
-            let (status, output) = match &outcome {
-                Ok(output) => ("SUCCESS", output),
-                Err(error) => ("FAILED", error),
-            };
-            with_pool!(&app.store.db, pool => sqlx::query(
-                "UPDATE action_runs SET status = $3, output = $4, finished_at = $5, updated_at = $5
-                 WHERE id = $1 AND attempts = $2 AND status = 'RUNNING'",
-            )
-            .bind(&task.id)
-            .bind(task.attempt)
-            .bind(status)
-            .bind(output.to_string())
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected() > 0))
-        }
+        Ok(output) => finish(&app.store.db, &app.webhooks, &task, "SUCCESS", output).await,
+        Err(error) => finish(&app.store.db, &app.webhooks, &task, "FAILED", error).await,
     };
-    match recorded {
-        Ok(true) => notify(app, task.connection, &task.id).await,
-        Ok(false) => {}
-        Err(e) => tracing::error!(id = %task.id, "cannot record the outcome of an async action's attempt: {e}"),
+    if let Err(e) = recorded {
+        tracing::error!(id = %task.id, "cannot record the outcome of an async action's attempt: {e}");
     }
+}
+
+/// Records the result of the task's attempt and queues its `async_action` webhook in one
+/// transaction: a node that stops in between leaves neither, and the task is taken over like
+/// any cut short. An attempt fenced out (its task taken over meanwhile) records and queues
+/// nothing.
+async fn finish(db: &Db, webhooks: &Webhooks, task: &Claimed, status: &str, output: &Value) -> Result<(), StoreError> {
+    let now = now_millis();
+    let mut tx = db.begin_write().await?;
+    let recorded: Option<i64> = with_tx!(&mut tx, conn => sqlx::query_scalar(
+        "UPDATE action_runs SET status = $3, output = $4, finished_at = $5, updated_at = $5
+         WHERE id = $1 AND attempts = $2 AND status = 'RUNNING'
+         RETURNING connection",
+    )
+    .bind(&task.id)
+    .bind(task.attempt)
+    .bind(status)
+    .bind(output.to_string())
+    .bind(now)
+    .fetch_optional(conn)
+    .await?);
+    let Some(connection) = recorded else {
+        tracing::warn!(id = %task.id, attempt = task.attempt, "async action attempt finished after it was taken over; its result is dropped");
+        return Ok(());
+    };
+    let queued = queue_webhook(webhooks, &mut tx, connection, &task.id).await?;
+    tx.commit().await?;
+    if queued > 0 {
+        webhooks.wake();
+    }
+    Ok(())
 }
 
 /// One attempt: the output, or the error as `GET /action/:id` reports it.
@@ -319,24 +342,128 @@ async fn attempt(app: &Arc<App>, task: &Claimed) -> Result<Value, Value> {
     invoke(Arc::clone(app), context).await.result.map_err(|e| e.failure().to_json())
 }
 
-/// Nango's `async_action` webhook: the task has finished, its result is ready.
-async fn notify(app: &App, connection: i64, id: &str) {
-    let connection = match connection_of(app, connection).await {
-        Ok(Some(connection)) => connection,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::error!(id, "cannot read the connection to send the async action webhook: {e}");
-            return;
-        }
-    };
+/// Queues Nango's `async_action` webhook (the task has finished, its result is ready) in `tx`,
+/// the transaction that records the result; returns how many deliveries.
+async fn queue_webhook(webhooks: &Webhooks, tx: &mut Tx, connection: i64, id: &str) -> Result<usize, StoreError> {
+    let keys: Option<(String, String, Option<String>)> = with_tx!(tx, conn => sqlx::query_as(
+        "SELECT provider_config_key, connection_id, webhook_url_override FROM connections WHERE id = $1",
+    )
+    .bind(connection)
+    .fetch_optional(conn)
+    .await?);
+    let Some((provider_config_key, connection_id, url_override)) = keys else { return Ok(0) };
     let payload = json!({
         "type": "async_action",
         "from": "nango",
-        "connectionId": connection.connection_id,
-        "providerConfigKey": connection.provider_config_key,
+        "connectionId": connection_id,
+        "providerConfigKey": provider_config_key,
         "payload": { "id": id, "statusUrl": format!("/action/{id}") },
     });
-    if let Err(e) = app.webhooks.enqueue(Event::for_connection(&connection, payload)).await {
-        tracing::error!(id, "cannot queue the webhook of async action: {e}");
+    let event = Event {
+        payload,
+        provider_config_key: Some(provider_config_key),
+        connection_id: Some(connection_id),
+        url_override,
+    };
+    webhooks.enqueue_in(tx, event).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::{Config, ConfigHandle, LoadOptions};
+    use crate::secret::Secret;
+    use crate::store::scratch;
+
+    /// Webhooks to one URL; nothing sends them, they are only stored.
+    fn webhooks(db: &Db) -> Arc<Webhooks> {
+        let mut config = Config::empty();
+        config.webhooks.urls = vec!["http://127.0.0.1:9/hooks".into()];
+        let options = LoadOptions { config_path: PathBuf::new(), config_required: false, catalog_dir: None };
+        Webhooks::new(db.clone(), Arc::new(ConfigHandle::with(config, options)), Secret::new("test-key"))
+    }
+
+    /// A task stored as the trigger stores it, and its first attempt started.
+    async fn started(db: &Db, connection: i64, id: &str) -> Claimed {
+        enqueue(db, id, connection, "act", &json!({}), 0).await.unwrap();
+        claim(db, Which::One(id)).await.unwrap().pop().unwrap()
+    }
+
+    /// The task's status and output, and the bodies of the stored webhook deliveries.
+    async fn stored(db: &Db, id: &str) -> (String, Option<String>, Vec<String>) {
+        with_pool!(db, pool => {
+            let (status, output) = sqlx::query_as("SELECT status, output FROM action_runs WHERE id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            let bodies = sqlx::query_scalar("SELECT body FROM webhook_deliveries ORDER BY id").fetch_all(pool).await.unwrap();
+            (status, output, bodies)
+        })
+    }
+
+    /// Makes every insert into webhook_deliveries fail, or stops doing so.
+    async fn refuse_deliveries(db: &Db, refuse: bool) {
+        let sql = match (db, refuse) {
+            (Db::Sqlite(_), true) => {
+                "CREATE TRIGGER refuse BEFORE INSERT ON webhook_deliveries BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            }
+            (Db::Sqlite(_), false) => "DROP TRIGGER refuse",
+            (Db::Postgres(_), true) => {
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+                 CREATE TRIGGER refuse BEFORE INSERT ON webhook_deliveries FOR EACH ROW EXECUTE FUNCTION refuse()"
+            }
+            (Db::Postgres(_), false) => "DROP TRIGGER refuse ON webhook_deliveries",
+        };
+        with_pool!(db, pool => {
+            sqlx::raw_sql(sql).execute(pool).await.unwrap();
+        });
+    }
+
+    #[tokio::test]
+    async fn a_result_commits_with_its_webhook_or_not_at_all() {
+        for (db, _scratch) in scratch::databases().await {
+            let connection = scratch::connection(&db, "github", "octo").await;
+            let hooks = webhooks(&db);
+            let task = started(&db, connection, "t1").await;
+
+            refuse_deliveries(&db, true).await;
+            assert!(finish(&db, &hooks, &task, "SUCCESS", &json!({ "n": 1 })).await.is_err());
+            assert_eq!(stored(&db, "t1").await, ("RUNNING".into(), None, vec![]), "no result without its webhook");
+
+            refuse_deliveries(&db, false).await;
+            finish(&db, &hooks, &task, "SUCCESS", &json!({ "n": 1 })).await.unwrap();
+            let (status, output, bodies) = stored(&db, "t1").await;
+            assert_eq!((status.as_str(), output.as_deref()), ("SUCCESS", Some(r#"{"n":1}"#)));
+            assert_eq!(bodies.len(), 1);
+            let body: Value = serde_json::from_str(&bodies[0]).unwrap();
+            assert_eq!(body["type"], "async_action");
+            assert_eq!(body["connectionId"], "octo");
+            assert_eq!(body["payload"], json!({ "id": "t1", "statusUrl": "/action/t1" }));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attempt_taken_over_records_nothing_and_queues_no_webhook() {
+        for (db, _scratch) in scratch::databases().await {
+            let connection = scratch::connection(&db, "github", "octo").await;
+            let hooks = webhooks(&db);
+            let first = started(&db, connection, "t2").await;
+            // Another node took the task over and started its next attempt.
+            with_pool!(&db, pool => {
+                sqlx::query("UPDATE action_runs SET status = 'PENDING' WHERE id = 't2'").execute(pool).await.unwrap();
+            });
+            let second = claim(&db, Which::One("t2")).await.unwrap().pop().unwrap();
+            assert_eq!(second.attempt, 2);
+
+            finish(&db, &hooks, &first, "FAILED", &json!({ "message": "late" })).await.unwrap();
+            assert_eq!(stored(&db, "t2").await, ("RUNNING".into(), None, vec![]));
+
+            finish(&db, &hooks, &second, "SUCCESS", &json!(2)).await.unwrap();
+            let (status, output, bodies) = stored(&db, "t2").await;
+            assert_eq!((status.as_str(), output.as_deref(), bodies.len()), ("SUCCESS", Some("2"), 1));
+        }
     }
 }

@@ -1,96 +1,16 @@
 use serde_json::json;
 
 use super::*;
+use crate::store::scratch;
 
 /// A fresh records store with one connection on each database the tests run against.
 async fn stores() -> Vec<(Records, scratch::Scratch, i64)> {
     let mut out = Vec::new();
-    for (db, scratch) in databases().await {
-        db.migrate().await.unwrap();
-        let id = add_connection(&db).await;
+    for (db, scratch) in scratch::databases().await {
+        let id = scratch::connection(&db, "gh", "c1").await;
         out.push((Records::new(db), scratch, id));
     }
     out
-}
-
-/// An empty database of each kind the tests run against: a SQLite file, and a new PostgreSQL
-/// database on the server named by DATABASE_URL (default the local one) unless
-/// LATCHKEY_TEST_DATABASES leaves it out, as the end-to-end tests do.
-async fn databases() -> Vec<(Db, scratch::Scratch)> {
-    let wanted = std::env::var("LATCHKEY_TEST_DATABASES").unwrap_or_else(|_| "sqlite,postgres".into());
-    let mut out = Vec::new();
-    for kind in wanted.split(',').map(str::trim) {
-        let scratch = match kind {
-            "sqlite" => scratch::Scratch::sqlite(),
-            "postgres" => scratch::Scratch::postgres().await,
-            other => panic!("LATCHKEY_TEST_DATABASES names `{other}`"),
-        };
-        out.push((Db::connect(&scratch.url).await.unwrap(), scratch));
-    }
-    out
-}
-
-async fn add_connection(db: &Db) -> i64 {
-    crate::with_pool!(db, pool => sqlx::query_scalar(
-        "INSERT INTO connections (provider_config_key, connection_id, provider, credentials, credentials_nonce,
-             credentials_key_id, created_at, updated_at)
-         VALUES ('gh', 'c1', 'github', $1, $1, 'k', 0, 0) RETURNING id",
-    )
-    .bind(vec![0u8])
-    .fetch_one(pool)
-    .await
-    .unwrap())
-}
-
-mod scratch {
-    /// A database that exists for one test: removed when dropped.
-    pub struct Scratch {
-        pub url: String,
-        postgres: Option<(String, String)>,
-        dir: Option<std::path::PathBuf>,
-    }
-
-    impl Scratch {
-        pub fn sqlite() -> Scratch {
-            let dir = std::env::temp_dir().join(format!("latchkey-records-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Scratch { url: format!("sqlite://{}", dir.join("t.db").display()), postgres: None, dir: Some(dir) }
-        }
-
-        pub async fn postgres() -> Scratch {
-            let admin =
-                std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-            let name = format!("latchkey_records_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-            let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await.unwrap();
-            pool.close().await;
-            let mut url = url::Url::parse(&admin).unwrap();
-            url.set_path(&format!("/{name}"));
-            Scratch { url: url.to_string(), postgres: Some((admin, name)), dir: None }
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            if let Some(dir) = &self.dir {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            if let Some((admin, name)) = self.postgres.take() {
-                // Dropping happens inside the test's runtime, which cannot be blocked on.
-                let dropped = std::thread::spawn(move || {
-                    tokio::runtime::Builder::new_current_thread().enable_all().build().map(|runtime| {
-                        runtime.block_on(async {
-                            let pool = sqlx::PgPool::connect(&admin).await?;
-                            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                                .execute(&pool)
-                                .await
-                        })
-                    })
-                });
-                let _ = dropped.join();
-            }
-        }
-    }
 }
 
 /// The page's records as values, to look into.
@@ -177,11 +97,11 @@ async fn a_full_sync_deletes_what_it_did_not_see() {
 
 #[tokio::test]
 async fn records_stored_before_the_primary_key_change_keep_their_place_and_their_cascade() {
-    for (db, _scratch) in databases().await {
+    for (db, _scratch) in scratch::empty_databases().await {
         // Migration 9 replaced the surrogate key and the foreign key; records written before it
         // must come through whole, and deleting their connection must still remove them.
         db.migrate_to(8).await.unwrap();
-        let conn = add_connection(&db).await;
+        let conn = scratch::connection(&db, "gh", "c1").await;
         let live = r#"{"id":"a","t":1}"#;
         crate::with_pool!(&db, pool => {
             sqlx::query("INSERT INTO record_datasets (connection, model, last_seq, last_modified_at) VALUES ($1, 'Issue', 2, 20)")

@@ -18,7 +18,6 @@ use crate::api::ApiError;
 use crate::app::App;
 use crate::connection::Connection;
 use crate::functions::catalog::{self, SyncSpec};
-use crate::functions::Kind;
 use crate::records::{Dataset, Records};
 use crate::store::StoreError;
 use crate::time::{from_millis, iso, now_millis};
@@ -90,32 +89,13 @@ struct Target {
 }
 
 /// The schedules of the named syncs (all syncs when none is named) of the integration, for
-/// one connection or all of them. Unknown sync names are refused.
+/// one connection or all of them. Names that match no schedule match nothing.
 async fn targets(
     app: &App,
     key: &str,
     connection_id: Option<&str>,
     syncs: &[(String, String)],
 ) -> Result<Vec<Target>, ApiError> {
-    let config = app.config.current();
-    for (name, _) in syncs {
-        if config.functions.get(key, name).is_none_or(|f| f.kind != Kind::Sync) {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_sync",
-                format!("integration `{key}` has no sync `{name}` in the configuration"),
-            ));
-        }
-    }
-    if let Some(id) = connection_id {
-        app.store.connections.get(key, id).await?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_connection",
-                format!("There is no connection `{id}` for integration `{key}`"),
-            )
-        })?;
-    }
     ensure_schedules(app, Some(key)).await?;
     let rows = with_pool!(&app.store.db, pool => {
         let mut q = QueryBuilder::new(
@@ -153,6 +133,39 @@ async fn targets(
         .collect())
 }
 
+/// The schedules a sync command applies to, checked as Nango checks them: an unknown connection
+/// is 404 `unknown_connection`, and with no connection named, nothing to apply to is 400
+/// `no_syncs_found`. A name that is not a configured sync, or a variant the connection lacks,
+/// is 400 `unknown_sync`, where Nango ignores the name or fails with a 500.
+async fn command_targets(app: &App, body: &CommandBody) -> Result<Vec<Target>, ApiError> {
+    let key = &body.provider_config_key;
+    let names: Vec<(String, String)> = body.syncs.iter().map(SyncName::parts).collect();
+    for (name, _) in &names {
+        configured_sync(app, key, name)?;
+    }
+    if let Some(id) = &body.connection_id {
+        connection_of(app, key, id, NoConnection::NotFound).await?;
+    }
+    let targets = targets(app, key, body.connection_id.as_deref(), &names).await?;
+    match &body.connection_id {
+        Some(id) => {
+            let missing = names.iter().find(|(n, v)| !targets.iter().any(|t| t.sync_name == *n && t.variant == *v));
+            if let Some((name, variant)) = missing {
+                return Err(no_variant(id, name, variant));
+            }
+        }
+        None if targets.is_empty() => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "no_syncs_found",
+                format!("no connection of integration `{key}` has the syncs to apply this to"),
+            ))
+        }
+        None => {}
+    }
+    Ok(targets)
+}
+
 async fn trigger(
     _: SecretKey,
     State(app): State<Arc<App>>,
@@ -181,8 +194,7 @@ async fn trigger(
         (None, None, None) => (false, false),
     };
     let (reset, empty_cache) = full;
-    let names: Vec<(String, String)> = body.syncs.iter().map(SyncName::parts).collect();
-    let targets = targets(&app, &body.provider_config_key, body.connection_id.as_deref(), &names).await?;
+    let targets = command_targets(&app, &body).await?;
     let config = app.config.current();
     let now = now_millis();
     for target in &targets {
@@ -238,9 +250,8 @@ async fn pause(
 }
 
 async fn set_state(app: &App, body: &CommandBody, state: &str) -> Result<Json<Value>, ApiError> {
-    let names: Vec<(String, String)> = body.syncs.iter().map(SyncName::parts).collect();
     let now = now_millis();
-    for target in targets(app, &body.provider_config_key, body.connection_id.as_deref(), &names).await? {
+    for target in command_targets(app, body).await? {
         if target.state == state {
             continue;
         }
@@ -284,9 +295,13 @@ async fn status(
     } else {
         syncs.split(',').map(|s| SyncName::Name(s.trim().to_string()).parts()).collect()
     };
+    if let Some(id) = &q.connection_id {
+        connection_of(&app, &key, id, NoConnection::InvalidBody).await?;
+    }
     let config = app.config.current();
     let records = Records::new(app.store.db.clone());
     let mut out = Vec::new();
+    // Like Nango, names that match no sync instance are left out of the answer, not refused.
     for target in targets(&app, &key, q.connection_id.as_deref(), &names).await? {
         let runs = with_pool!(&app.store.db, pool => sqlx::query(
             "SELECT status, kind, finished_at, results FROM sync_runs WHERE schedule = $1 ORDER BY id DESC LIMIT 2",
@@ -366,15 +381,36 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// The connection, or Nango's 400 `unknown_connection`.
-async fn connection_of(app: &App, key: &str, id: &str) -> Result<Arc<Connection>, ApiError> {
+/// What Nango answers for a connection that does not exist, which differs by endpoint.
+#[derive(Clone, Copy)]
+enum NoConnection {
+    /// 400 `unknown_connection`: the frequency and variant endpoints.
+    BadRequest,
+    /// 404 `unknown_connection`: the sync commands, whose error type carries that status.
+    NotFound,
+    /// 400 `invalid_body`: `GET /sync/status`.
+    InvalidBody,
+}
+
+/// The connection, or the endpoint's answer for one that does not exist.
+async fn connection_of(app: &App, key: &str, id: &str, answer: NoConnection) -> Result<Arc<Connection>, ApiError> {
     app.store.connections.get(key, id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unknown_connection",
-            format!("There is no connection `{id}` for integration `{key}`"),
-        )
+        let (status, code) = match answer {
+            NoConnection::BadRequest => (StatusCode::BAD_REQUEST, "unknown_connection"),
+            NoConnection::NotFound => (StatusCode::NOT_FOUND, "unknown_connection"),
+            NoConnection::InvalidBody => (StatusCode::BAD_REQUEST, "invalid_body"),
+        };
+        ApiError::new(status, code, format!("There is no connection `{id}` for integration `{key}`"))
     })
+}
+
+/// Nango's 400 `unknown_sync` for a sync instance the connection does not have.
+fn no_variant(connection_id: &str, name: &str, variant: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "unknown_sync",
+        format!("connection `{connection_id}` has no variant `{variant}` of sync `{name}`"),
+    )
 }
 
 /// The configured sync `name` of the integration, or Nango's 400 `unknown_sync`.
@@ -443,16 +479,12 @@ async fn update_frequency(
     };
     let (key, name) = (&body.provider_config_key, &body.sync_name);
     let variant = body.sync_variant.as_deref().unwrap_or("base");
-    let connection = connection_of(&app, key, &body.connection_id).await?;
+    let connection = connection_of(&app, key, &body.connection_id, NoConnection::BadRequest).await?;
     let spec = configured_sync(&app, key, name)?;
     ensure_schedules(&app, Some(key)).await?;
-    let schedule = schedule_of(&app, connection.id, name, variant).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unknown_sync",
-            format!("connection `{}` has no variant `{variant}` of sync `{name}`", body.connection_id),
-        )
-    })?;
+    let schedule = schedule_of(&app, connection.id, name, variant)
+        .await?
+        .ok_or_else(|| no_variant(&body.connection_id, name, variant))?;
     let overridden = chosen.as_ref().map(|(text, _)| text.clone());
     let (text, every) = chosen.unwrap_or((spec.runs, spec.frequency));
     set_frequency(&app.store.db, schedule, every.as_millis() as i64, overridden.as_deref()).await?;
@@ -496,7 +528,7 @@ async fn create_variant(
 ) -> Result<Json<Value>, ApiError> {
     variant_path(&name, &variant)?;
     let key = &body.provider_config_key;
-    let connection = connection_of(&app, key, &body.connection_id).await?;
+    let connection = connection_of(&app, key, &body.connection_id, NoConnection::BadRequest).await?;
     let spec = configured_sync(&app, key, &name)?;
     let now = now_millis();
     let id: Option<i64> = with_pool!(&app.store.db, pool => sqlx::query_scalar(
@@ -534,7 +566,7 @@ async fn delete_variant(
 ) -> Result<Json<Value>, ApiError> {
     variant_path(&name, &variant)?;
     let key = &body.provider_config_key;
-    let connection = connection_of(&app, key, &body.connection_id).await?;
+    let connection = connection_of(&app, key, &body.connection_id, NoConnection::BadRequest).await?;
     // Its runs go with it; one in progress cleans up after itself when it ends.
     let deleted = with_pool!(&app.store.db, pool => sqlx::query(
         "DELETE FROM sync_schedules WHERE connection = $1 AND sync_name = $2 AND variant = $3",

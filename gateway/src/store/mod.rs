@@ -8,6 +8,8 @@
 pub mod connections;
 pub mod crypto;
 pub mod integrations;
+#[cfg(test)]
+pub mod scratch;
 pub mod settings;
 
 use std::path::Path;
@@ -32,6 +34,42 @@ macro_rules! with_pool {
             $crate::store::Db::Postgres($pool) => $body,
         }
     };
+}
+
+/// Runs `$body` with `$conn` bound to the connection of the transaction `$tx` (a `&mut Tx`),
+/// whichever database it is on.
+#[macro_export]
+macro_rules! with_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::store::Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+/// A write transaction on either database, for changes in several parts (a result and the
+/// webhooks that announce it) that must commit together. Dropped without [`Tx::commit`], it
+/// rolls back.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
 }
 
 /// Begins a transaction that is going to write. On SQLite it takes the write lock at once
@@ -116,6 +154,14 @@ impl Db {
 
     pub fn is_postgres(&self) -> bool {
         matches!(self, Db::Postgres(_))
+    }
+
+    /// Begins a write transaction (see [`BeginWrite`]).
+    pub async fn begin_write(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_write().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin_write().await?),
+        })
     }
 
     /// Applies the migrations embedded in the binary.

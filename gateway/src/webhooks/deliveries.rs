@@ -4,9 +4,9 @@
 use serde_json::{json, Value};
 use sqlx::QueryBuilder;
 
-use crate::store::{Db, StoreError};
+use crate::store::{Db, StoreError, Tx};
 use crate::time::{from_millis, iso, now_millis};
-use crate::with_pool;
+use crate::{with_pool, with_tx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -79,29 +79,34 @@ impl Delivery {
 const COLUMNS: &str = "id, event_type, url, body, provider_config_key, connection_id, status, attempts,
     next_attempt_at, window_started_at, last_status, last_error, created_at, updated_at, delivered_at";
 
-pub(super) async fn insert(
-    db: &Db,
-    event_type: &str,
-    url: &str,
-    body: &str,
-    provider_config_key: Option<&str>,
-    connection_id: Option<&str>,
-) -> Result<(), StoreError> {
+/// A delivery to store: one event to one URL.
+pub(super) struct NewDelivery {
+    pub event_type: String,
+    pub url: String,
+    pub body: String,
+    pub provider_config_key: Option<String>,
+    pub connection_id: Option<String>,
+}
+
+/// Stores deliveries in `tx`; the worker sees them once it commits.
+pub(super) async fn insert(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), StoreError> {
     let now = now_millis();
-    with_pool!(db, pool => {
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (event_type, url, body, provider_config_key, connection_id, status,
-                next_attempt_at, window_started_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6, $6)",
-        )
-        .bind(event_type)
-        .bind(url)
-        .bind(body)
-        .bind(provider_config_key)
-        .bind(connection_id)
-        .bind(now)
-        .execute(pool)
-        .await?;
+    with_tx!(tx, conn => {
+        for delivery in new {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (event_type, url, body, provider_config_key, connection_id, status,
+                    next_attempt_at, window_started_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6, $6)",
+            )
+            .bind(&delivery.event_type)
+            .bind(&delivery.url)
+            .bind(&delivery.body)
+            .bind(&delivery.provider_config_key)
+            .bind(&delivery.connection_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
     });
     Ok(())
 }

@@ -2,8 +2,9 @@
 //! that finished) POSTed to the URLs in `nango.yaml`, in Nango's payload shapes and signed as
 //! Nango signs them (`X-Nango-Hmac-Sha256`).
 //!
-//! [`Webhooks::enqueue`] only stores the delivery; a background worker sends it, so a slow or
-//! dead receiver never slows the caller. Failed sends (network errors, 5xx, 429) are retried
+//! [`Webhooks::enqueue`] only stores the delivery ([`Webhooks::enqueue_in`] stores it in the
+//! transaction of the change it announces); a background worker sends it, so a slow or dead
+//! receiver never slows the caller. Failed sends (network errors, 5xx, 429) are retried
 //! with exponential backoff and jitter for up to a day, across restarts; on PostgreSQL nodes
 //! claim deliveries with `FOR UPDATE SKIP LOCKED`, so each is sent by one node. Deliveries can
 //! be listed and replayed through the API. Nango, by contrast, retries twice within seconds,
@@ -18,13 +19,14 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
 
+use deliveries::NewDelivery;
 pub use deliveries::{Delivery, ListFilter, Status};
 
 use crate::config::ConfigHandle;
 use crate::connection::Connection;
 use crate::secret::Secret;
 use crate::store::connections::Upserted;
-use crate::store::{Db, StoreError};
+use crate::store::{Db, StoreError, Tx};
 
 /// Where webhooks go and which ones are wanted, with Nango's names.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,29 +205,53 @@ impl Webhooks {
     /// Stores one delivery per URL the event goes to, for the worker to send; returns how many.
     /// Never waits for a receiver.
     pub async fn enqueue(&self, event: Event) -> Result<usize, StoreError> {
-        let settings = self.config.current().webhooks.clone();
+        let new = self.deliveries(&event);
+        if new.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.db.begin_write().await?;
+        deliveries::insert(&mut tx, &new).await?;
+        tx.commit().await?;
+        self.wake();
+        Ok(new.len())
+    }
+
+    /// Stores the deliveries of `event` in `tx`, so that they commit with the change they
+    /// announce or not at all; returns how many. Call [`Webhooks::wake`] once `tx` has committed.
+    pub async fn enqueue_in(&self, tx: &mut Tx, event: Event) -> Result<usize, StoreError> {
+        let new = self.deliveries(&event);
+        deliveries::insert(tx, &new).await?;
+        Ok(new.len())
+    }
+
+    /// Tells the worker that deliveries are waiting.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// One delivery per URL the event goes to, under the current settings; none when no URL is
+    /// set or the settings leave this event out.
+    fn deliveries(&self, event: &Event) -> Vec<NewDelivery> {
+        let config = self.config.current();
+        let settings = &config.webhooks;
+        if !settings.wants(&event.payload) {
+            return Vec::new();
+        }
         let urls = match &event.url_override {
             Some(url) => vec![url.clone()],
             None => settings.urls.clone(),
         };
-        if urls.is_empty() || !settings.wants(&event.payload) {
-            return Ok(0);
-        }
-        let kind = event.payload.get("type").and_then(Value::as_str).unwrap_or("event").to_string();
+        let kind = event.payload.get("type").and_then(Value::as_str).unwrap_or("event");
         let body = stable_json(&event.payload);
-        for url in &urls {
-            deliveries::insert(
-                &self.db,
-                &kind,
+        urls.into_iter()
+            .map(|url| NewDelivery {
+                event_type: kind.to_string(),
                 url,
-                &body,
-                event.provider_config_key.as_deref(),
-                event.connection_id.as_deref(),
-            )
-            .await?;
-        }
-        self.wake.notify_one();
-        Ok(urls.len())
+                body: body.clone(),
+                provider_config_key: event.provider_config_key.clone(),
+                connection_id: event.connection_id.clone(),
+            })
+            .collect()
     }
 
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Delivery>, StoreError> {
@@ -240,7 +266,7 @@ impl Webhooks {
     pub async fn replay(&self, id: i64) -> Result<Option<Delivery>, StoreError> {
         let replayed = deliveries::replay(&self.db, id).await?;
         if replayed.is_some() {
-            self.wake.notify_one();
+            self.wake();
         }
         Ok(replayed)
     }
