@@ -38,10 +38,17 @@ const BODY = JSON.stringify({ id: 42, name: 'benchmark', items: [1, 2, 3], ok: t
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'latchkey-bench-'));
 const children = [];
 process.on('exit', () => {
-    for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+    for (const child of children) if (child.exitCode === null) stop(child);
     fs.rmSync(dir, { recursive: true, force: true });
 });
 process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
+
+// nginx's master stops its workers on SIGTERM (killed, it leaves them running); the gateways
+// and bare Pingora get SIGKILL, since SIGTERM starts their graceful shutdown, which waits.
+function stop(child) {
+    child.kill(child.spawnfile === 'nginx' ? 'SIGTERM' : 'SIGKILL');
+}
 
 async function freePort() {
     return new Promise((resolve) => {
@@ -232,7 +239,7 @@ async function main() {
             );
         }
     } finally {
-        for (const child of children) child.kill('SIGKILL');
+        for (const child of children) stop(child);
         await new Promise((resolve) => setTimeout(resolve, 500));
         execFileSync('psql', [PG, '-qc', `DROP DATABASE IF EXISTS ${pgName} WITH (FORCE)`]);
     }
